@@ -1,0 +1,1 @@
+"""Shared infrastructure: datasets, attention, experiment tools, training loop."""

@@ -1,0 +1,106 @@
+"""Command-line plumbing shared by the training and evaluation binaries."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import ml_collections
+from absl import flags, logging
+
+from common import experiment
+
+
+def define_run_flags(default_run_name: str) -> None:
+    """Flags every training binary takes besides `--config`."""
+    flags.DEFINE_string(
+        "results_dir",
+        "results",
+        "Folder that holds the run folders: each run goes to <results_dir>/<run_name>/<N>/.",
+    )
+    flags.DEFINE_string(
+        "run_name", default_run_name, "Name of the experiment; runs are numbered below it."
+    )
+    flags.DEFINE_bool(
+        "resume",
+        False,
+        "Continue the newest run of --run_name from its latest checkpoint, with the config "
+        "stored in that run; --config.<field>=<value> given now still override it.",
+    )
+    flags.DEFINE_string(
+        "checkpoint",
+        "",
+        "With --resume: a specific checkpoint prefix to continue from (e.g. an earlier one "
+        "when the newest is damaged). Default: the newest in the run folder.",
+    )
+
+
+def _explicit_overrides(argv: list[str]) -> list[str]:
+    """Dotted config fields set on the command line (`--config.a.b=v`)."""
+    names = []
+    for arg in argv:
+        if arg.startswith("--config."):
+            names.append(arg[len("--config.") :].split("=", 1)[0])
+    return names
+
+
+def _get(config, dotted: str):
+    for part in dotted.split("."):
+        config = config[part]
+    return config
+
+
+def _set(config, dotted: str, value) -> None:
+    *parents, last = dotted.split(".")
+    for part in parents:
+        config = config[part]
+    config[last] = value
+
+
+def prepare_run(
+    config: ml_collections.ConfigDict,
+    results_dir: str,
+    run_name: str,
+    resume: bool,
+    checkpoint: str,
+    argv: list[str] | None = None,
+) -> tuple[ml_collections.ConfigDict, str, str | None]:
+    """Creates (or finds, with `resume`) the run folder and records the run.
+
+    Returns:
+      `(config, run_dir, resume_from)`: on resume the stored config with this
+      command line's explicit `--config.*` overrides applied, and the
+      checkpoint to continue from (None for a new run, or a resumed run that
+      had not reached its first checkpoint).
+
+    Raises:
+      experiment.RunError: `--resume` without a run to resume, or a
+        `--checkpoint` that does not exist.
+    """
+    argv = list(sys.argv if argv is None else argv)
+    if checkpoint and not resume:
+        raise experiment.RunError("--checkpoint only makes sense with --resume.")
+    if resume:
+        run_dir = experiment.latest_run_dir(results_dir, run_name)
+        stored = experiment.load_config(run_dir)
+        for name in _explicit_overrides(argv):
+            _set(stored, name, _get(config, name))
+        config = stored
+        resume_from = checkpoint or experiment.latest_checkpoint(run_dir)
+        if checkpoint and not os.path.exists(checkpoint + ".index"):
+            raise experiment.RunError(f"--checkpoint {checkpoint!r} does not exist.")
+        logging.info("Resuming %s from %s", run_dir, resume_from or "its start (no checkpoint)")
+    else:
+        run_dir = experiment.new_run_dir(results_dir, run_name)
+        resume_from = None
+        logging.info("New run folder %s", run_dir)
+    experiment.write_run_info(run_dir, config, argv)
+    return config, run_dir, resume_from
+
+
+def fail(error: Exception) -> None:
+    """Exits with status 1 and a one-line message; the traceback goes to the
+    log only for errors that are not about the user's input or files."""
+    expected = isinstance(error, (experiment.RunError, FileNotFoundError))
+    logging.error("%s", error, exc_info=not expected)
+    sys.exit(f"error: {error}")

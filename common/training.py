@@ -1,0 +1,384 @@
+"""The training loop every package shares.
+
+A package describes its experiment as a `Task` (model, data, per-example
+losses, evaluation, images); `train` does the rest: the `tf.distribute`
+strategy, a `tf.function` step (optionally XLA-compiled), absl logs with
+steps/s and ETA, TensorBoard scalars/images/learning rates, periodic
+validation, checkpoints every N steps and on SIGINT/SIGTERM, resume, and a
+guard that stops on NaN/Inf before anything non-finite is saved.
+
+Config fields read here (see `loop_config`): `seed`, `strategy`,
+`num_cpu_devices`, `deterministic`, `loop.num_steps`, `loop.log_every`,
+`loop.summary_every`, `loop.image_every`, `loop.eval_every`,
+`loop.checkpoint_every`, `loop.max_to_keep`, `loop.jit`.
+
+Determinism and resume: the step seed comes from a checkpointed
+`tf.random.Generator`, the data pipeline is indexed by the global step (the
+checkpointed step *is* the pipeline's position), and op determinism is on, so
+a resumed run continues the exact trajectory of an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import time
+from collections.abc import Mapping, Sequence
+from typing import NamedTuple, Protocol
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tf_keras
+from absl import logging
+
+from common import distribute, experiment
+
+
+class NonFiniteError(FloatingPointError):
+    """Raised when a training quantity becomes NaN or Inf."""
+
+
+@dataclasses.dataclass
+class ParamGroup:
+    """Variables updated by one loss with one optimizer.
+
+    Several groups may share an optimizer (e.g. PIWAE's inference and
+    generative parameters, which get different objectives but one Adam).
+    """
+
+    variables: Sequence[tf.Variable]
+    optimizer: tf_keras.optimizers.Optimizer
+
+
+class StepOutput(NamedTuple):
+    """What a task computes on one (per-replica) batch.
+
+    Attributes:
+      losses: parameter-group name -> per-example loss `[B]` to minimise.
+      metrics: name -> per-example value `[B]`; reported as the mean over the
+        global batch (e.g. `elbo`, `iwae_bound`, in nats).
+    """
+
+    losses: Mapping[str, tf.Tensor]
+    metrics: Mapping[str, tf.Tensor]
+
+
+class Task(Protocol):
+    """The experiment-specific half of training; see `vae.experiment.VAETask`."""
+
+    model: tf.Module
+    global_batch_size: int
+
+    def train_dataset(self, start_step: int) -> tf.data.Dataset:
+        """Infinite global batches, starting with the batch of `start_step`."""
+
+    def validation_dataset(self) -> tf.data.Dataset | None: ...
+
+    def param_groups(self) -> Mapping[str, ParamGroup]: ...
+
+    def step(self, batch, seed: tf.Tensor) -> StepOutput:
+        """Per-example losses and metrics; `seed` is a `[2]` stateless seed."""
+
+    def evaluate(self, dataset: tf.data.Dataset, seed: tf.Tensor) -> dict[str, float]: ...
+
+    def images(self, batch, seed: tf.Tensor) -> dict[str, tf.Tensor]:
+        """Named `[1, H, W, C]` images in [0, 1] for TensorBoard."""
+
+
+class TrainResult(NamedTuple):
+    step: int
+    train_metrics: dict[str, float]
+    validation_metrics: dict[str, float]
+    interrupted: bool
+
+
+def loop_config() -> ml_collections.ConfigDict:
+    """Default loop settings; packages embed this in their configs."""
+    return ml_collections.ConfigDict(
+        dict(
+            num_steps=1000,
+            log_every=100,
+            summary_every=100,
+            image_every=1000,
+            eval_every=1000,
+            checkpoint_every=1000,
+            max_to_keep=5,
+            jit=False,
+        )
+    )
+
+
+def setup_devices(num_cpu_devices: int) -> None:
+    """Splits the CPU into `num_cpu_devices` logical devices (for testing
+    `mirrored` without GPUs). Must run before TF initialises its runtime."""
+    if num_cpu_devices <= 1:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * num_cpu_devices
+        )
+    except RuntimeError as e:
+        raise RuntimeError(
+            "config.num_cpu_devices must be set before TensorFlow runs any op; "
+            "run it in a fresh process."
+        ) from e
+
+
+def current_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float:
+    lr = optimizer._learning_rate  # the schedule or variable given at construction
+    if isinstance(lr, tf_keras.optimizers.schedules.LearningRateSchedule):
+        return float(lr(optimizer.iterations))
+    return float(tf.convert_to_tensor(lr))
+
+
+class _SignalCatcher:
+    """Turns SIGINT/SIGTERM into a flag the loop polls, so the loop can save a
+    checkpoint and return instead of dying mid-write."""
+
+    def __init__(self):
+        self.received: int | None = None
+        self._previous = {}
+
+    def __enter__(self):
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread: leave signals alone
+                pass
+        return self
+
+    def _handle(self, signum, frame):
+        if self.received is not None:  # a second signal: give up at once
+            raise KeyboardInterrupt
+        self.received = signum
+        logging.warning("Received signal %d: saving a checkpoint and stopping.", signum)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+def _make_train_step(task, strategy, groups, rng, step, jit):
+    names_by_optimizer: dict[int, list[str]] = {}
+    for name, group in groups.items():
+        names_by_optimizer.setdefault(id(group.optimizer), []).append(name)
+    global_batch = task.global_batch_size
+
+    def compute(batch, seed):
+        with tf.GradientTape(persistent=len(groups) > 1) as tape:
+            out = task.step(batch, seed)
+            losses = {
+                name: tf.nn.compute_average_loss(out.losses[name], global_batch_size=global_batch)
+                for name in groups
+            }
+        grads = {name: tape.gradient(losses[name], groups[name].variables) for name in groups}
+        for name, group_grads in grads.items():
+            for g, v in zip(group_grads, groups[name].variables, strict=False):
+                if g is None:
+                    raise ValueError(f"Variable {v.name} of group {name!r} gets no gradient.")
+        sums = {k: tf.reduce_sum(v) for k, v in out.metrics.items()}
+        sums.update({f"loss/{name}": tf.reduce_sum(out.losses[name]) for name in groups})
+        return sums, grads
+
+    single = strategy.num_replicas_in_sync == 1
+    if jit and not single:
+        # The cross-replica all-reduce stays outside the XLA cluster.
+        compute = tf.function(compute, jit_compile=True)
+
+    def replica_step(batch, seed):
+        sums, grads = compute(batch, seed)
+        ctx = tf.distribute.get_replica_context()
+        if ctx.num_replicas_in_sync > 1:
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+        flat = tf.nest.flatten(grads)
+        grad_norm = tf.linalg.global_norm(flat)
+        for names in names_by_optimizer.values():
+            optimizer = groups[names[0]].optimizer
+            pairs = [
+                (g, v) for n in names for g, v in zip(grads[n], groups[n].variables, strict=False)
+            ]
+            optimizer.apply_gradients(pairs, skip_gradients_aggregation=True)
+        return sums, grad_norm
+
+    if jit and single:
+        # One device: compile gradients and optimizer update into one cluster.
+        replica_step = tf.function(replica_step, jit_compile=True)
+
+    @tf.function
+    def train_step(iterator):
+        batch = next(iterator)
+        seed = rng.make_seeds(1)[:, 0]
+        sums, grad_norm = strategy.run(replica_step, args=(batch, seed))
+        sums = {
+            k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) / global_batch
+            for k, v in sums.items()
+        }
+        sums["grad_norm"] = strategy.reduce(tf.distribute.ReduceOp.MEAN, grad_norm, axis=None)
+        step.assign_add(1)
+        return sums
+
+    return train_step
+
+
+def train(
+    config: ml_collections.ConfigDict,
+    run_dir: str,
+    build_task,
+    resume_from: str | None = None,
+) -> TrainResult:
+    """Trains `build_task(config)` and checkpoints into `run_dir`.
+
+    Args:
+      config: the experiment config (see module docstring for the fields).
+      run_dir: the run folder (see `common.experiment`).
+      build_task: `config -> Task`; called under the strategy's scope. The task
+        must have created all its variables when it returns.
+      resume_from: checkpoint prefix to continue from, or None for a new run.
+
+    Returns:
+      A `TrainResult`; `interrupted` is True when a signal stopped training.
+
+    Raises:
+      NonFiniteError: a loss, metric or gradient became NaN/Inf; the message
+        names the step and the quantity; no checkpoint is written after it.
+      experiment.RunError: the checkpoint to resume from is unreadable.
+    """
+    setup_devices(config.get("num_cpu_devices", 0))
+    if config.get("deterministic", True):
+        tf.config.experimental.enable_op_determinism()
+    tf.random.set_seed(config.seed)  # initializers; the steps use stateless seeds
+    strategy = distribute.make_strategy(config.strategy)
+    with strategy.scope():
+        task = build_task(config)
+        groups = dict(task.param_groups())
+        optimizers = list({id(g.optimizer): g.optimizer for g in groups.values()}.values())
+        for optimizer in optimizers:
+            optimizer.build(
+                [v for g in groups.values() if g.optimizer is optimizer for v in g.variables]
+            )
+    # Outside the scope: one step counter and one random stream, used in
+    # cross-replica context only.
+    step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
+    rng = tf.random.Generator.from_seed(config.seed)
+    checkpoint = tf.train.Checkpoint(model=task.model, optimizers=optimizers, step=step, rng=rng)
+    manager = tf.train.CheckpointManager(
+        checkpoint,
+        run_dir,
+        max_to_keep=config.loop.max_to_keep,
+        checkpoint_name=experiment.CHECKPOINT_NAME,
+    )
+    if resume_from:
+        experiment.restore(checkpoint, resume_from, run_dir)
+        logging.info("Resumed from %s at step %d.", resume_from, int(step))
+    start = int(step)
+    num_steps = config.loop.num_steps
+    dataset = strategy.experimental_distribute_dataset(task.train_dataset(start))
+    iterator = iter(dataset)
+    train_step = _make_train_step(task, strategy, groups, rng, step, config.loop.jit)
+    validation = task.validation_dataset()
+    image_batch = next(iter(validation if validation is not None else task.train_dataset(0)))
+
+    writers = {
+        name: tf.summary.create_file_writer(os.path.join(run_dir, name))
+        for name in ("train", "validation")
+    }
+    sums: dict[str, float] = {}
+    count = 0
+    last_metrics: dict[str, float] = {}
+    validation_metrics: dict[str, float] = {}
+    interrupted = False
+    t_log, s_log = time.perf_counter(), start
+    t_summary, s_summary = t_log, start
+    loop = config.loop
+
+    def evaluate(s):
+        nonlocal validation_metrics
+        if validation is None:
+            return
+        validation_metrics = task.evaluate(validation, tf.constant([config.seed, s], tf.int32))
+        with writers["validation"].as_default():
+            for k, v in validation_metrics.items():
+                tf.summary.scalar(k, v, step=s)
+        logging.info(
+            "step %d validation: %s",
+            s,
+            ", ".join(f"{k} {v:.4f}" for k, v in validation_metrics.items()),
+        )
+
+    def save(s):
+        if manager.latest_checkpoint and experiment.checkpoint_step(manager.latest_checkpoint) == s:
+            return
+        path = manager.save(checkpoint_number=s)
+        logging.info("Saved checkpoint %s", path)
+
+    if start >= num_steps:
+        logging.info("Step %d already reaches loop.num_steps = %d.", start, num_steps)
+    with _SignalCatcher() as signals:
+        for s in range(start + 1, num_steps + 1):
+            values = {k: float(v) for k, v in train_step(iterator).items()}
+            bad = [k for k, v in values.items() if not np.isfinite(v)]
+            if bad:
+                raise NonFiniteError(
+                    f"Non-finite {', '.join(bad)} at step {s} "
+                    f"({', '.join(f'{k}={values[k]}' for k in bad)}). Training stopped; the "
+                    f"last good checkpoint ({manager.latest_checkpoint or 'none yet'}) is "
+                    "intact and nothing was saved after it. Lower the learning rate or "
+                    "check the data, then --resume."
+                )
+            for k, v in values.items():
+                sums[k] = sums.get(k, 0.0) + v
+            count += 1
+            if s % loop.log_every == 0 or s == num_steps:
+                now = time.perf_counter()
+                rate = (s - s_log) / max(now - t_log, 1e-9)
+                eta = (num_steps - s) / max(rate, 1e-9)
+                logging.info(
+                    "step %d/%d  %s  %.1f steps/s  ETA %s",
+                    s,
+                    num_steps,
+                    "  ".join(f"{k} {v:.4f}" for k, v in values.items()),
+                    rate,
+                    time.strftime("%H:%M:%S", time.gmtime(eta)),
+                )
+                t_log, s_log = now, s
+            if s % loop.summary_every == 0 or s == num_steps:
+                now = time.perf_counter()
+                last_metrics = {k: v / count for k, v in sums.items()}
+                with writers["train"].as_default():
+                    for k, v in last_metrics.items():
+                        tf.summary.scalar(k, v, step=s)
+                    for i, optimizer in enumerate(optimizers):
+                        suffix = f"_{i}" if len(optimizers) > 1 else ""
+                        tf.summary.scalar(
+                            "learning_rate" + suffix, current_learning_rate(optimizer), step=s
+                        )
+                    tf.summary.scalar(
+                        "steps_per_second", (s - s_summary) / max(now - t_summary, 1e-9), step=s
+                    )
+                sums, count = {}, 0
+                t_summary, s_summary = now, s
+            if s % loop.image_every == 0 or s == num_steps:
+                with writers["train"].as_default():
+                    for name, image in task.images(
+                        image_batch, tf.constant([config.seed, s], tf.int32)
+                    ).items():
+                        tf.summary.image(name, image, step=s)
+            if s % loop.eval_every == 0 and s != num_steps:
+                evaluate(s)
+            if s % loop.checkpoint_every == 0:
+                save(s)
+            if signals.received is not None:
+                interrupted = True
+                save(s)
+                logging.warning("Stopped at step %d by signal; continue with --resume.", s)
+                break
+        else:
+            final = int(step)
+            save(final)
+            evaluate(final)
+    for writer in writers.values():
+        writer.flush()
+    return TrainResult(int(step), last_metrics, validation_metrics, interrupted)

@@ -1,0 +1,226 @@
+"""The shared training loop on toy tasks: parameter groups, resume, the NaN
+guard and signal handling. The VAE end-to-end tests live in tests/vae."""
+
+import os
+import signal
+
+import ml_collections
+import numpy as np
+import sonnet as snt
+import tensorflow as tf
+import tf_keras
+
+from common import experiment, training
+
+BATCH = 8
+
+
+def _config(num_steps, checkpoint_every=2, seed=3):
+    config = ml_collections.ConfigDict(
+        dict(seed=seed, strategy="default", num_cpu_devices=0, deterministic=True)
+    )
+    config.loop = training.loop_config()
+    config.loop.update(
+        num_steps=num_steps,
+        log_every=1,
+        summary_every=1,
+        image_every=1000,
+        eval_every=1000,
+        checkpoint_every=checkpoint_every,
+    )
+    return config
+
+
+class _Regression:
+    """y = x . w_true + noise, fitted by a Linear module with Adam.
+
+    The batch of step s depends only on s; `nan_at_step` poisons one batch and
+    `signal_at_step` sends SIGTERM to this process while producing one.
+    """
+
+    def __init__(self, config, nan_at_step=None, signal_at_step=None):
+        self.model = snt.Linear(1, name="regression")
+        self.model(tf.zeros([1, 3]))
+        self.optimizer = tf_keras.optimizers.Adam(0.05)
+        self.global_batch_size = BATCH
+        self.nan_at_step = nan_at_step
+        self.signal_at_step = signal_at_step
+
+    def train_dataset(self, start_step):
+        def batch(s):
+            x = tf.random.stateless_normal([BATCH, 3], tf.stack([s, tf.constant(7, tf.int64)]))
+            y = tf.reduce_sum(x * [1.0, -2.0, 0.5], axis=1, keepdims=True)
+            if self.nan_at_step is not None:
+                # Step numbers are 1-based in the loop: batch s is used by step s + 1.
+                y = tf.where(s + 1 == self.nan_at_step, np.nan, y)
+            if self.signal_at_step is not None:
+                tf.py_function(
+                    lambda s: (
+                        (
+                            os.kill(os.getpid(), signal.SIGTERM)
+                            if int(s) + 1 == self.signal_at_step
+                            else None
+                        )
+                        or 0
+                    ),
+                    [s],
+                    tf.int32,
+                )
+            return {"x": x, "y": y}
+
+        return tf.data.Dataset.counter(start_step).map(batch)
+
+    def validation_dataset(self):
+        return None
+
+    def param_groups(self):
+        return {"model": training.ParamGroup(self.model.trainable_variables, self.optimizer)}
+
+    def step(self, batch, seed):
+        err = tf.squeeze(self.model(batch["x"]) - batch["y"], 1)
+        return training.StepOutput({"model": err**2}, {"mse": err**2})
+
+    def evaluate(self, dataset, seed):
+        return {}
+
+    def images(self, batch, seed):
+        return {}
+
+
+class _TwoGroups(_Regression):
+    """Two scalars with separate losses: loss_a = (a - 1)^2 + b^2 trains only a,
+    loss_b = (b - 3)^2 trains only b; the optimum is a = 1, b = 3 (had loss_a's
+    gradient reached b, b would settle at 1.5)."""
+
+    def __init__(self, config):
+        super().__init__(config)
+        self.model = snt.Module(name="scalars")
+        self.model.a = tf.Variable(0.0, name="a")
+        self.model.b = tf.Variable(0.0, name="b")
+        self.optimizer = tf_keras.optimizers.SGD(0.1)
+
+    def param_groups(self):
+        return {
+            "a": training.ParamGroup([self.model.a], self.optimizer),
+            "b": training.ParamGroup([self.model.b], self.optimizer),
+        }
+
+    def step(self, batch, seed):
+        ones = tf.ones([BATCH])
+        loss_a = ((self.model.a - 1.0) ** 2 + self.model.b**2) * ones
+        loss_b = (self.model.b - 3.0) ** 2 * ones
+        return training.StepOutput({"a": loss_a, "b": loss_b}, {})
+
+
+def _variables(task):
+    return [v.numpy() for v in task.model.trainable_variables]
+
+
+class TrainingLoopTest(tf.test.TestCase):
+    def _train(self, config, run_dir, resume_from=None, **task_kwargs):
+        holder = {}
+
+        def build(c):
+            holder["task"] = _Regression(c, **task_kwargs)
+            return holder["task"]
+
+        result = training.train(config, run_dir, build, resume_from)
+        return result, holder["task"]
+
+    def test_fits_and_writes_checkpoints_and_scalars(self):
+        run_dir = self.create_tempdir().full_path
+        result, task = self._train(_config(60, checkpoint_every=20), run_dir)
+        self.assertEqual(result.step, 60)
+        self.assertFalse(result.interrupted)
+        w = task.model.w.numpy()[:, 0]
+        self.assertAllClose(w, [1.0, -2.0, 0.5], atol=0.15)
+        steps = [experiment.checkpoint_step(p) for p in experiment.checkpoint_paths(run_dir)]
+        self.assertEqual(steps, [20, 40, 60])
+        self.assertTrue(os.listdir(os.path.join(run_dir, "train")))
+
+    def test_resume_continues_the_same_trajectory(self):
+        full_dir = self.create_tempdir().full_path
+        _, full = self._train(_config(10), full_dir)
+        part_dir = self.create_tempdir().full_path
+        self._train(_config(6), part_dir)
+        ckpt = experiment.latest_checkpoint(part_dir)
+        self.assertEqual(experiment.checkpoint_step(ckpt), 6)
+        result, resumed = self._train(_config(10), part_dir, resume_from=ckpt)
+        self.assertEqual(result.step, 10)
+        for a, b in zip(_variables(full), _variables(resumed), strict=True):
+            np.testing.assert_array_equal(a, b)
+
+    def test_parameter_groups_get_only_their_own_loss(self):
+        holder = {}
+
+        def build(c):
+            holder["task"] = _TwoGroups(c)
+            return holder["task"]
+
+        training.train(_config(200, checkpoint_every=1000), self.create_tempdir().full_path, build)
+        self.assertAllClose(holder["task"].model.a.numpy(), 1.0, atol=1e-3)
+        self.assertAllClose(holder["task"].model.b.numpy(), 3.0, atol=1e-3)
+
+    def test_nan_stops_with_step_and_quantity_and_keeps_last_checkpoint(self):
+        run_dir = self.create_tempdir().full_path
+        with self.assertRaisesRegex(training.NonFiniteError, r"mse.* at step 7 .*model.ckpt-6"):
+            self._train(_config(20, checkpoint_every=2), run_dir, nan_at_step=7)
+        paths = experiment.checkpoint_paths(run_dir)
+        self.assertEqual(experiment.checkpoint_step(paths[-1]), 6)
+        restored = _Regression(None)
+        experiment.restore(tf.train.Checkpoint(model=restored.model), paths[-1], run_dir)
+        for v in _variables(restored):
+            self.assertTrue(np.all(np.isfinite(v)))
+
+    def test_sigterm_saves_and_stops(self):
+        run_dir = self.create_tempdir().full_path
+        result, task = self._train(_config(50, checkpoint_every=100), run_dir, signal_at_step=5)
+        self.assertTrue(result.interrupted)
+        self.assertLess(result.step, 50)
+        latest = experiment.latest_checkpoint(run_dir)
+        self.assertEqual(experiment.checkpoint_step(latest), result.step)
+        # The signal handler is gone afterwards.
+        self.assertIs(signal.getsignal(signal.SIGTERM), signal.SIG_DFL)
+
+    def test_learning_rate_of_a_schedule(self):
+        schedule = tf_keras.optimizers.schedules.PiecewiseConstantDecay([2], [1.0, 0.5])
+        opt = tf_keras.optimizers.Adam(schedule)
+        self.assertEqual(training.current_learning_rate(opt), 1.0)
+        opt.iterations.assign(3)
+        self.assertEqual(training.current_learning_rate(opt), 0.5)
+
+
+class RunFolderTest(tf.test.TestCase):
+    def test_numbering_starts_at_one_and_increments(self):
+        root = self.create_tempdir().full_path
+        first = experiment.new_run_dir(root, "exp")
+        second = experiment.new_run_dir(root, "exp")
+        self.assertEqual(os.path.basename(first), "1")
+        self.assertEqual(os.path.basename(second), "2")
+        self.assertEqual(experiment.latest_run_dir(root, "exp"), second)
+
+    def test_resume_without_runs_is_a_clear_error(self):
+        with self.assertRaisesRegex(experiment.RunError, "no run folder to resume"):
+            experiment.latest_run_dir(self.create_tempdir().full_path, "exp")
+
+    def test_run_info_records_config_versions_and_restarts(self):
+        run_dir = experiment.new_run_dir(self.create_tempdir().full_path, "exp")
+        config = ml_collections.ConfigDict({"a": 1, "b": {"c": "x"}})
+        experiment.write_run_info(run_dir, config, ["prog", "--flag"])
+        experiment.write_run_info(run_dir, config, ["prog", "--resume"])
+        self.assertEqual(experiment.load_config(run_dir).to_dict(), config.to_dict())
+        import json
+
+        with open(os.path.join(run_dir, experiment.FLAGS_FILE)) as f:
+            info = json.load(f)
+        self.assertEqual(info["argv"], ["prog", "--flag"])
+        self.assertEqual(info["restarts"][0]["argv"], ["prog", "--resume"])
+        self.assertEqual(info["versions"]["tensorflow"], tf.__version__)
+
+    def test_not_a_run_folder(self):
+        with self.assertRaisesRegex(experiment.RunError, "not a run folder"):
+            experiment.load_config(self.create_tempdir().full_path)
+
+
+if __name__ == "__main__":
+    tf.test.main()

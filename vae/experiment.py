@@ -1,0 +1,441 @@
+"""Wiring of the VAE/IWAE experiments: data, model, optimizer, objectives,
+evaluation. The generic loop in `common.training` runs it.
+
+Symbols: B batch, K importance samples per group, M groups, D_x = 784 pixels.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from typing import Any
+
+import ml_collections
+import numpy as np
+import tensorflow as tf
+import tf_keras
+import tqdm
+from absl import logging
+
+from common import datasets, summaries, training
+from vae import estimators, modules
+
+
+def build_model(
+    config: ml_collections.ConfigDict, output_bias_init: np.ndarray | None = None
+) -> modules.IWAEModel:
+    """The model of `config` with all its variables created.
+
+    Args:
+      config: a `vae/configs/iwae.py` config.
+      output_bias_init: `[784]` initial Bernoulli logits bias (Burda et al.:
+        the logit of the mean training image); ignored values are fine when
+        the variables are restored from a checkpoint afterwards.
+    """
+    model = modules.make_model(config.model.num_stochastic_layers, output_bias_init)
+    model.log_weights(tf.zeros([1, 784]), num_samples=1, seed=tf.constant([0, 0]))
+    return model
+
+
+def _paper_schedule(config, steps_per_epoch: int):
+    """Burda et al. sec. 5: stage i = 0..7 lasts 3^i epochs at 1e-3 * 10^(-i/7)."""
+    boundaries, epochs = [], 0
+    for i in range(7):
+        epochs += 3**i
+        boundaries.append(epochs * steps_per_epoch)
+    values = [config.optimizer.learning_rate * 10 ** (-i / 7) for i in range(8)]
+    return tf_keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
+    """Adam with the configured learning-rate schedule.
+
+    tf_keras optimizers, not Sonnet's: Sonnet 2 optimizers refuse every
+    `tf.distribute` strategy but its own replicators, so they cannot run under
+    `MultiWorkerMirroredStrategy` (`--config.strategy=multi_worker`).
+
+    Raises:
+      ValueError: for an unknown schedule.
+    """
+    opt = config.optimizer
+    if opt.schedule == "paper":
+        lr = _paper_schedule(config, steps_per_epoch)
+    elif opt.schedule == "cosine":
+        lr = tf_keras.optimizers.schedules.CosineDecay(
+            opt.learning_rate, config.loop.num_steps, alpha=opt.final_fraction
+        )
+    elif opt.schedule == "constant":
+        lr = opt.learning_rate
+    else:
+        raise ValueError(
+            f"Unknown optimizer.schedule {opt.schedule!r}; expected paper, cosine or constant."
+        )
+    return tf_keras.optimizers.Adam(
+        lr, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon, jit_compile=False
+    )
+
+
+def _objective_kwargs(config) -> dict[str, Any]:
+    obj = config.objective
+    kwargs = {"num_groups": obj.num_groups}
+    if obj.estimator == "ciwae":
+        kwargs["beta"] = obj.beta
+    return kwargs
+
+
+def _as_images(x: tf.Tensor) -> tf.Tensor:
+    return tf.reshape(x, [-1, 28, 28, 1])
+
+
+class VAETask:
+    """`common.training.Task` for the IWAE-family experiments on MNIST."""
+
+    def __init__(self, config: ml_collections.ConfigDict):
+        self.config = config
+        obj = config.objective
+        # Fail on a bad objective before loading data or building anything.
+        estimators.training_objectives(
+            obj.estimator,
+            tf.zeros([obj.num_samples * obj.num_groups, 1]),
+            **_objective_kwargs(config),
+        )
+        if config.data.dataset != "mnist":
+            raise ValueError(f"data.dataset must be 'mnist', got {config.data.dataset!r}.")
+        if config.data.binarization not in ("dynamic", "static"):
+            raise ValueError(
+                f"data.binarization must be dynamic or static, got {config.data.binarization!r}."
+            )
+        self.data_dir = config.data.data_dir or None
+        self.data = datasets.load_mnist(
+            self.data_dir, config.data.source, config.data.validation_size
+        )
+        mean_image = self.data.train.images.reshape(-1, 784).mean(0) / 255.0
+        self.model = build_model(config, modules.output_bias_from_mean(mean_image))
+        self.global_batch_size = config.batch_size
+        self.steps_per_epoch = datasets.steps_per_epoch(
+            len(self.data.train.images), config.batch_size
+        )
+        self.optimizer = make_optimizer(config, self.steps_per_epoch)
+        self.num_samples = obj.num_samples * obj.num_groups
+        self._eval_fn = tf.function(self._eval_log_w)
+
+    # -- data ------------------------------------------------------------------
+    def train_dataset(self, start_step: int) -> tf.data.Dataset:
+        transform = (
+            "dynamic_binarize" if self.config.data.binarization == "dynamic" else "static_binarize"
+        )
+        seed = (
+            self.config.seed
+            if transform == "dynamic_binarize"
+            else self.config.data.binarization_seed
+        )
+        batch = self.global_batch_size
+        ds = datasets.train_dataset(
+            self.data.train.images, batch, seed, transform, start_step, data_dir=self.data_dir
+        )
+        # Static batch shape, so replicas split it evenly and noise shapes are static.
+        return ds.map(lambda e: {"image": tf.ensure_shape(e["image"], [batch, 28, 28, 1])})
+
+    def _binarized_eval(self, images: np.ndarray, batch_size: int) -> tf.data.Dataset:
+        """Evaluation data: binarized once with a fixed seed (Burda et al.; YB seed 123)."""
+        return datasets.eval_dataset(
+            images,
+            batch_size,
+            "static_binarize",
+            seed=self.config.data.binarization_seed,
+            data_dir=self.data_dir,
+        )
+
+    def validation_dataset(self) -> tf.data.Dataset | None:
+        if not len(self.data.validation.images):
+            return None
+        return self._binarized_eval(self.data.validation.images, 100)
+
+    def test_dataset(self) -> tf.data.Dataset:
+        images = self.data.test.images
+        if self.config.eval.num_test_images:
+            images = images[: self.config.eval.num_test_images]
+        return self._binarized_eval(images, self.config.eval.batch_size)
+
+    # -- training --------------------------------------------------------------
+    def param_groups(self) -> dict[str, training.ParamGroup]:
+        if self.config.objective.estimator == "piwae":
+            # Rainforth et al. sec. 4: theta on IWAE_{MK}, phi on MIWAE(M, K).
+            return {
+                "inference": training.ParamGroup(self.model.inference_variables, self.optimizer),
+                "generative": training.ParamGroup(self.model.generative_variables, self.optimizer),
+            }
+        return {"model": training.ParamGroup(self.model.trainable_variables, self.optimizer)}
+
+    def step(self, batch, seed) -> training.StepOutput:
+        out = self.model.log_weights(batch["image"], self.num_samples, seed)
+        objectives = estimators.training_objectives(
+            self.config.objective.estimator, out.log_w, **_objective_kwargs(self.config)
+        )
+        if self.config.objective.estimator == "piwae":
+            losses = {"inference": -objectives.inference, "generative": -objectives.generative}
+        else:
+            losses = {"model": -objectives.generative}
+        metrics = {
+            "objective": objectives.generative,
+            "elbo": estimators.elbo(out.log_w),
+            "iwae_bound": estimators.iwae_bound(out.log_w),
+            "log_px_given_z": tf.reduce_mean(out.log_px_given_z, 0),
+            "kl": tf.reduce_mean(out.log_qz - out.log_pz, 0),
+        }
+        return training.StepOutput(losses, metrics)
+
+    # -- evaluation ------------------------------------------------------------
+    def _eval_log_w(self, x, num_samples, seed):
+        return self.model.log_weights(x, num_samples, seed).log_w
+
+    def evaluate(self, dataset: tf.data.Dataset, seed: tf.Tensor) -> dict[str, float]:
+        """ELBO and IWAE-k bound (k = eval.validation_num_samples), in nats."""
+        k = self.config.eval.validation_num_samples
+        elbo, iwae, n = 0.0, 0.0, 0
+        for i, batch in enumerate(dataset):
+            log_w = self._eval_fn(
+                batch["image"], k, tf.random.experimental.stateless_fold_in(seed, i)
+            )
+            elbo += float(tf.reduce_sum(estimators.elbo(log_w)))
+            iwae += float(tf.reduce_sum(estimators.iwae_bound(log_w)))
+            n += int(log_w.shape[1])
+        return {"elbo": elbo / n, f"iwae_bound_k{k}": iwae / n}
+
+    def images(self, batch, seed) -> dict[str, tf.Tensor]:
+        x = batch["image"][:32]
+        return {
+            "input": summaries.image_grid(x, 8),
+            "reconstruction": summaries.image_grid(_as_images(self.model.reconstruct(x, seed)), 8),
+            "samples": summaries.image_grid(_as_images(self.model.sample(32, seed)), 8),
+        }
+
+
+def build_task(config: ml_collections.ConfigDict) -> VAETask:
+    return VAETask(config)
+
+
+# -- test-set evaluation (vae.evaluate) -----------------------------------------
+
+
+def evaluate_log_likelihood(
+    model: modules.IWAEModel,
+    dataset: tf.data.Dataset,
+    num_samples: int,
+    chunk_samples: int,
+    seed: int,
+    bound_ks: tuple[int, ...] = (1, 5, 50),
+    progress: bool = True,
+) -> dict[str, float]:
+    """Test log-likelihood and bounds from `num_samples` importance samples.
+
+    For every image the `[num_samples]` log-weights are drawn in chunks of
+    `chunk_samples` (memory), then: `log_likelihood` = IWAE_{num_samples}
+    (Burda et al. sec. 5, k = 5000); `elbo` = mean log-weight; `iwae_bound_k{k}`
+    = the average of IWAE_k over the `num_samples / k` disjoint groups
+    (an unbiased, low-variance estimate of the IWAE-k bound, i.e.
+    MIWAE(num_samples/k, k)). All in nats per image, averaged over images;
+    `nll` = -log_likelihood with its standard error `nll_stderr`.
+
+    Raises:
+      ValueError: if `chunk_samples` does not divide `num_samples` or a k in
+        `bound_ks` does not divide `num_samples`.
+    """
+    if num_samples % chunk_samples:
+        raise ValueError(f"eval.chunk_samples={chunk_samples} must divide {num_samples}.")
+    ks = [k for k in bound_ks if k <= num_samples]
+    for k in ks:
+        if num_samples % k:
+            raise ValueError(f"bound k={k} must divide num_samples={num_samples}.")
+
+    @tf.function
+    def chunk(x, s):
+        return model.log_weights(x, chunk_samples, s).log_w  # [chunk, B]
+
+    base = tf.constant([seed, 5000], tf.int32)
+    per_image: dict[str, list[np.ndarray]] = {}
+    total = dataset.cardinality().numpy()
+    bar = tqdm.tqdm(dataset, total=total, desc="log-likelihood", disable=not progress, unit="batch")
+    for i, batch in enumerate(bar):
+        parts = []
+        for j in range(num_samples // chunk_samples):
+            s = tf.random.experimental.stateless_fold_in(
+                base, i * (num_samples // chunk_samples) + j
+            )
+            parts.append(chunk(batch["image"], s))
+        log_w = tf.concat(parts, axis=0)  # [num_samples, B]
+        values = {
+            "log_likelihood": estimators.iwae_bound(log_w),
+            "elbo": estimators.elbo(log_w),
+        }
+        for k in ks:
+            values[f"iwae_bound_k{k}"] = estimators.miwae_bound(log_w, num_samples // k)
+        for name, v in values.items():
+            per_image.setdefault(name, []).append(v.numpy())
+    result = {}
+    for name, parts in per_image.items():
+        v = np.concatenate(parts)
+        result[name] = float(v.mean())
+    ll = np.concatenate(per_image["log_likelihood"])
+    result["nll"] = -result["log_likelihood"]
+    result["nll_stderr"] = float(ll.std(ddof=1) / math.sqrt(len(ll))) if len(ll) > 1 else 0.0
+    result["num_images"] = int(len(ll))
+    result["num_samples"] = int(num_samples)
+    return result
+
+
+def active_units(
+    model: modules.IWAEModel, dataset: tf.data.Dataset, threshold: float, seed: int
+) -> dict[str, Any]:
+    """Active latent units (Burda et al. sec. 5.2): unit u of layer l is active
+    when A_u = Cov_x(E_{q(u|x)}[u]) > `threshold`.
+
+    Returns:
+      `{"active_units": total, "active_units_per_layer": [n_1, ...],
+        "unit_activity": [[A_u, ...] per layer]}`.
+    """
+    fn = tf.function(lambda x: model.posterior_mean(x, 100, tf.constant([seed, 7])))
+    means = None
+    for batch in dataset:
+        out = [m.numpy() for m in fn(batch["image"])]
+        means = (
+            [[m] for m in out]
+            if means is None
+            else [a + [m] for a, m in zip(means, out, strict=False)]
+        )
+    activity = [np.concatenate(m).var(axis=0) for m in means]
+    per_layer = [int((a > threshold).sum()) for a in activity]
+    return {
+        "active_units": int(sum(per_layer)),
+        "active_units_per_layer": per_layer,
+        "unit_activity": [a.tolist() for a in activity],
+    }
+
+
+def gradient_snr(
+    model: modules.IWAEModel,
+    config: ml_collections.ConfigDict,
+    images: tf.Tensor,
+    repeats: int,
+    seed: int,
+) -> dict[str, float]:
+    """Gradient signal-to-noise ratio (Rainforth et al. 2018, eq. 13).
+
+    For each parameter, SNR = |E[g]| / std(g) over `repeats` independent
+    gradient draws on the same `images`; the inference parameters' g is the
+    gradient of the inference objective, the generative parameters' of the
+    generative one (as in training). Returns the mean SNR per group.
+    """
+    obj = config.objective
+    num = obj.num_samples * obj.num_groups
+    inf_vars, gen_vars = model.inference_variables, model.generative_variables
+
+    @tf.function
+    def grads(s):
+        with tf.GradientTape(persistent=True) as tape:
+            log_w = model.log_weights(images, num, s).log_w
+            o = estimators.training_objectives(obj.estimator, log_w, **_objective_kwargs(config))
+            gen, inf = tf.reduce_mean(o.generative), tf.reduce_mean(o.inference)
+        g_inf = tape.gradient(inf, inf_vars)
+        g_gen = tape.gradient(gen, gen_vars)
+        flat = lambda gs: tf.concat([tf.reshape(g, [-1]) for g in gs], 0)
+        return flat(g_inf), flat(g_gen)
+
+    draws_inf, draws_gen = [], []
+    for r in range(repeats):
+        gi, gg = grads(tf.constant([seed, r], tf.int32))
+        draws_inf.append(gi.numpy())
+        draws_gen.append(gg.numpy())
+
+    def snr(draws):
+        d = np.stack(draws).astype(np.float64)
+        std = d.std(axis=0, ddof=1)
+        keep = std > 0
+        return float(np.mean(np.abs(d.mean(0)[keep]) / std[keep]))
+
+    return {"gradient_snr_inference": snr(draws_inf), "gradient_snr_generative": snr(draws_gen)}
+
+
+def evaluate_run(
+    run_dir: str,
+    checkpoint_path: str | None = None,
+    num_samples: int | None = None,
+    snr_repeats: int = 0,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Evaluates a run on the test split and writes `metrics.json` and
+    TensorBoard scalars under `run_dir/test`.
+
+    Raises:
+      common.experiment.RunError: bad run folder or checkpoint.
+    """
+    import json
+
+    from common import experiment
+
+    restored = experiment.load_from_checkpoint(run_dir, checkpoint_path)
+    config, model = restored.config, restored.model
+    task_config = ml_collections.ConfigDict(config.to_dict())
+    data_dir = config.data.data_dir or None
+    mnist = datasets.load_mnist(data_dir, config.data.source, config.data.validation_size)
+    images = mnist.test.images
+    if config.eval.num_test_images:
+        images = images[: config.eval.num_test_images]
+    test = datasets.eval_dataset(
+        images,
+        config.eval.batch_size,
+        "static_binarize",
+        config.data.binarization_seed,
+        data_dir=data_dir,
+    )
+    k = num_samples or config.eval.num_samples
+    logging.info(
+        "Evaluating %s (step %d) on %d test images, k = %d.",
+        restored.checkpoint_path,
+        restored.step,
+        len(images),
+        k,
+    )
+    metrics: dict[str, Any] = {"step": restored.step, "checkpoint": restored.checkpoint_path}
+    metrics.update(
+        evaluate_log_likelihood(
+            model, test, k, min(config.eval.chunk_samples, k), config.seed, progress=progress
+        )
+    )
+    big_batches = datasets.eval_dataset(
+        images, 1000, "static_binarize", config.data.binarization_seed, data_dir=data_dir
+    )
+    metrics.update(
+        active_units(model, big_batches, config.eval.active_units_threshold, config.seed)
+    )
+    if snr_repeats:
+        x = next(iter(big_batches))["image"][:100]
+        metrics.update(gradient_snr(model, task_config, x, snr_repeats, config.seed))
+    with open(os.path.join(run_dir, "metrics.json.tmp"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    os.replace(os.path.join(run_dir, "metrics.json.tmp"), os.path.join(run_dir, "metrics.json"))
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "test"))
+    with writer.as_default():
+        for name, v in metrics.items():
+            if isinstance(v, (int, float)) and name != "step":
+                tf.summary.scalar(name, v, step=restored.step)
+    writer.flush()
+    return metrics
+
+
+def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
+    """A short human-readable summary of `evaluate_run`'s metrics."""
+    lines = [
+        f"Test results for {run_dir} (step {metrics['step']}, {metrics['num_images']} images):",
+        f"  NLL (k = {metrics['num_samples']}): {metrics['nll']:.2f} "
+        f"+- {metrics['nll_stderr']:.2f} nats",
+        f"  ELBO: {metrics['elbo']:.2f} nats",
+    ]
+    for name in sorted(k for k in metrics if k.startswith("iwae_bound_k")):
+        lines.append(f"  IWAE bound k = {name[len('iwae_bound_k') :]}: {metrics[name]:.2f} nats")
+    lines.append(f"  active units: {metrics['active_units']} {metrics['active_units_per_layer']}")
+    for name in ("gradient_snr_inference", "gradient_snr_generative"):
+        if name in metrics:
+            lines.append(f"  {name}: {metrics[name]:.4f}")
+    lines.append(f"  written to {os.path.join(run_dir, 'metrics.json')}")
+    return "\n".join(lines)

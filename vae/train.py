@@ -1,0 +1,51 @@
+r"""Trains a VAE / IWAE / MIWAE / CIWAE / PIWAE on MNIST.
+
+  python -m vae.train --config=vae/configs/iwae.py:cpu
+  python -m vae.train --config=vae/configs/iwae.py:paper --config.objective.num_samples=5
+  python -m vae.train --config=vae/configs/iwae.py:cpu --resume   # continue the newest run
+
+Each run goes to <results_dir>/<run_name>/<N>/ (config, checkpoints, TensorBoard
+events); when training ends the test split is evaluated (vae.evaluate) and the
+figures are printed and written to metrics.json.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from common import cli, datasets, experiment, training
+from vae import experiment as vae_experiment
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    "vae/configs/iwae.py:default",
+    "Config file and variant (paper, cpu, default, smoke), e.g. vae/configs/iwae.py:cpu. "
+    "Override any field with --config.<field>=<value>, e.g. --config.objective.num_samples=50.",
+    lock_config=True,
+)
+cli.define_run_flags("vae")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config, run_dir, resume_from = cli.prepare_run(
+            _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
+        )
+        result = training.train(config, run_dir, vae_experiment.build_task, resume_from)
+        if result.interrupted or not config.eval.after_training:
+            return
+        metrics = vae_experiment.evaluate_run(run_dir)
+    except (
+        experiment.RunError,
+        datasets.DataError,
+        training.NonFiniteError,
+        ValueError,
+    ) as e:
+        cli.fail(e)
+    print(vae_experiment.format_metrics(run_dir, metrics))
+
+
+if __name__ == "__main__":
+    app.run(main)
