@@ -1,0 +1,492 @@
+"""Flow assembly: MADE, MAF, IAF, RealNVP, planar and radial stacks.
+
+Symbols: B batch, D event size, C conditioning size, K layers.
+
+`make_flow` returns a `tfb.Bijector` whose forward direction maps base noise to
+data (sampling) and whose inverse maps data to noise (density evaluation);
+`make_density` puts it on a standard-normal base. Every variable (Sonnet
+conditioners, Keras batch-norm layers, planar/radial parameters) is reachable
+through the bijector's `trainable_variables` (TFP's MAF/RealNVP keep the
+conditioner as an attribute, and the conditioners here are `snt.Module`s, not
+closures) and is created at construction.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import sonnet as snt
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+
+from flows.bijectors import PlanarLayer, RadialLayer
+from flows.made import MADE
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+FLOW_NAMES = ("planar", "radial", "made", "maf", "iaf", "realnvp")
+
+# Batch-norm variance epsilon of the MAF code (Papamakarios et al. 2017).
+BATCH_NORM_EPSILON = 1e-5
+
+
+def _dense(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """`x @ w + b` for `x: [..., fan_in]` (flattened to one matmul)."""
+    if x.shape.rank == 2:
+        return tf.matmul(x, w) + b
+    out = tf.matmul(tf.reshape(x, [-1, tf.shape(x)[-1]]), w) + b
+    return tf.reshape(out, tf.concat([tf.shape(x)[:-1], tf.shape(w)[-1:]], 0))
+
+
+class _MLP(snt.Module):
+    """MLP with a linear output; MAF-code init `N(0, 1) / sqrt(fan_in + 1)`,
+    zero biases; variables created at construction."""
+
+    def __init__(
+        self,
+        sizes: Sequence[int],
+        activation: Callable[[tf.Tensor], tf.Tensor],
+        rng: np.random.Generator,
+        dtype: tf.DType,
+        name: str,
+    ):
+        super().__init__(name=name)
+        self.activation = activation
+        self.weights, self.biases = [], []
+        for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+            w = rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in + 1)
+            self.weights.append(tf.Variable(w, dtype=dtype, name=f"w{i}"))
+            self.biases.append(tf.Variable(tf.zeros([fan_out], dtype), name=f"b{i}"))
+
+    def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
+            x = _dense(x, w, b)
+            if i < len(self.weights) - 1:
+                x = self.activation(x)
+        return x
+
+
+class CouplingConditioner(snt.Module):
+    """Shift and log-scale of an affine coupling layer (Dinh et al. 2017,
+    sec. 3.2): `y_b = x_b * exp(s(x_a)) + t(x_a)`.
+
+    As in the MAF paper's RealNVP baseline (Papamakarios et al. 2017, code):
+    separate scale net `s` (tanh hidden units) and shift net `t` (ReLU hidden
+    units), both with linear outputs. Called by `tfb.RealNVP` as
+    `conditioner(x_a, output_units)`.
+    """
+
+    def __init__(
+        self,
+        input_size: int,
+        output_size: int,
+        hidden_units: Sequence[int],
+        scale_activation: Callable[[tf.Tensor], tf.Tensor] = tf.tanh,
+        shift_activation: Callable[[tf.Tensor], tf.Tensor] = tf.nn.relu,
+        seed: int | None = None,
+        dtype: tf.DType = tf.float32,
+        name: str | None = None,
+    ):
+        """Creates both networks.
+
+        Args:
+          input_size: size of the conditioning half `x_a`.
+          output_size: size of the transformed half `x_b`.
+          hidden_units: hidden sizes of each network.
+          scale_activation: hidden nonlinearity of `s`.
+          shift_activation: hidden nonlinearity of `t`.
+          seed: NumPy seed of the initial weights (`None`: from TF's global
+            generator).
+          dtype: variable dtype.
+          name: module name.
+
+        Raises:
+          ValueError: for non-positive sizes.
+        """
+        super().__init__(name=name)
+        if input_size < 1 or output_size < 1:
+            raise ValueError(
+                f"`input_size` and `output_size` must be positive, got {input_size}, {output_size}."
+            )
+        self.output_size = output_size
+        if seed is None:
+            seed = int(tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64))
+        rng = np.random.default_rng(seed)
+        sizes = [input_size, *hidden_units, output_size]
+        self.scale_net = _MLP(sizes, scale_activation, rng, dtype, name="scale")
+        self.shift_net = _MLP(sizes, shift_activation, rng, dtype, name="shift")
+
+    def __call__(self, x_a: tf.Tensor, output_units: int) -> tuple[tf.Tensor, tf.Tensor]:
+        """Returns `(shift, log_scale)`, each `[..., output_size]`."""
+        if output_units != self.output_size:
+            raise ValueError(f"Expected {self.output_size} output units, got {output_units}.")
+        return self.shift_net(x_a), self.scale_net(x_a)
+
+
+class _BoundedLogScale(snt.Module):
+    """Wraps a conditioner and soft-clips its log-scale to `(-bound, bound)`
+    with `bound * tanh(log_scale / bound)` (the deprecated TFP template
+    clipped to [-5, 3]; `tfb.AutoregressiveNetwork` does not clip)."""
+
+    def __init__(self, conditioner: snt.Module, bound: float):
+        super().__init__(name=f"bounded_{conditioner.name}")
+        self.conditioner = conditioner
+        self.bound = bound
+
+    @property
+    def conditional(self) -> bool:
+        return getattr(self.conditioner, "conditional", False)
+
+    def __call__(self, *args, **kwargs) -> tuple[tf.Tensor, tf.Tensor]:
+        shift, log_scale = self.conditioner(*args, **kwargs)
+        return shift, self.bound * tf.tanh(log_scale / self.bound)
+
+
+class _BatchNormalization(tfb.BatchNormalization):
+    """`tfb.BatchNormalization` whose training-mode forward log-det agrees
+    with its inverse.
+
+    In TFP 0.25, `inverse` (the density direction) normalizes with minibatch
+    statistics in training mode, but `_forward_log_det_jacobian` always uses
+    the moving variance; and `TransformedDistribution.log_prob` takes the
+    log-det as `-forward_log_det_jacobian(inverse(y))`. So in training mode
+    `log_prob` mixed minibatch normalization with the moving-variance
+    log-det: off by `0.5 * sum(log var_batch - log moving_var)`, making the
+    loss wrong and training diverge. Here, in training mode, the forward
+    log-det at `x` is `-ildj(forward(x))`; when `x` came from `inverse(y)`
+    (always, inside `log_prob`), TFP's bijector cache returns that same `y`,
+    so the log-det uses the minibatch statistics that normalized `y`.
+    Evaluation mode is unchanged (stored statistics throughout).
+    """
+
+    def _forward_log_det_jacobian(self, x):
+        if not self.parameters["training"]:
+            return super()._forward_log_det_jacobian(x)
+        return -self._inverse_log_det_jacobian(self.forward(x))
+
+
+def _batch_norm(event_size: int, dtype: tf.DType, name: str) -> tfb.BatchNormalization:
+    """A batch-norm bijector with its variables built (MAF paper and code).
+
+    Deviation: the Keras layer learns `gamma` (kept positive by TFP's
+    `gamma_constraint`, which Keras optimizers apply after each step; other
+    optimizers should call `var.constraint` themselves) where the MAF code
+    learns `log gamma`.
+    """
+    layer = tf_keras.layers.BatchNormalization(
+        epsilon=BATCH_NORM_EPSILON,
+        gamma_constraint=lambda gamma: tf.nn.relu(gamma) + 1e-6,
+        dtype=tf.as_dtype(dtype).name,
+        name=name,
+    )
+    layer.build([None, event_size])
+    return _BatchNormalization(batchnorm_layer=layer, training=True, name=name)
+
+
+def _layer_seed(seed: int | None, k: int) -> int | None:
+    return None if seed is None else seed + 1000 * k
+
+
+def make_flow(
+    name: str,
+    event_size: int,
+    num_layers: int,
+    hidden_units: Sequence[int] = (),
+    *,
+    conditional_size: int | None = None,
+    batch_norm: bool | None = None,
+    activation: Callable[[tf.Tensor], tf.Tensor] = tf.nn.relu,
+    hidden_degrees: str = "sequential",
+    log_scale_bound: float | None = None,
+    seed: int | None = None,
+    dtype: tf.DType = tf.float32,
+) -> tfb.Bijector:
+    """Builds a flow; forward = noise to data (sampling), inverse = density.
+
+    - 'planar' / 'radial': K `PlanarLayer`/`RadialLayer`s (Rezende & Mohamed
+      2015); `hidden_units` must be empty.
+    - 'made': one Gaussian MADE (Germain et al. 2015) as a one-layer MAF, the
+      MAF paper's MADE baseline; `num_layers` must be 1.
+    - 'maf': K MADEs with the input order reversed between consecutive layers
+      and a batch-norm bijector after each (density direction), as in
+      Papamakarios et al. (2017), sec. 3 and their code.
+    - 'iaf': K inverted MAF layers (Kingma et al. 2016; Invert(MAF) has a
+      one-pass forward), orders reversed between layers; with
+      `conditional_size` every MADE also sees a context `h`.
+    - 'realnvp': K affine couplings (Dinh et al. 2017) with alternating halves
+      (the first `D // 2` coordinates condition the rest, then the reverse),
+      `CouplingConditioner`s, batch norm after each coupling (MAF paper's
+      baseline). The MAF code alternates even/odd coordinates instead; the two
+      model families differ only by a fixed permutation of the coordinates.
+
+    Conditional flows take the context through
+    `bijector_kwargs=conditional_kwargs(flow, h)`. Batch norm is built in
+    training mode (minibatch statistics in the density direction); use
+    `with_training(flow, False)` for evaluation and
+    `set_batch_norm_statistics` for the MAF paper's full-training-set
+    statistics.
+
+    Args:
+      name: one of `FLOW_NAMES`.
+      event_size: D.
+      num_layers: K.
+      hidden_units: hidden sizes of each MADE / coupling network.
+      conditional_size: C, size of the context (made, maf, iaf only).
+      batch_norm: batch norm after each layer; default True for maf and
+        realnvp, False otherwise (only maf and realnvp accept True).
+      activation: MADE hidden nonlinearity.
+      hidden_degrees: MADE hidden degrees, 'sequential' or 'random'.
+      log_scale_bound: if set, MADE/coupling log-scales are soft-clipped to
+        `(-bound, bound)` (`bound * tanh(log_scale / bound)`); `None` (the
+        papers' parametrization) leaves them unbounded, which can overflow in
+        the sampling direction of deep untrained stacks.
+      seed: seed of the initial weights and random degrees (`None`: from
+        TF's global generator).
+      dtype: dtype of every variable.
+
+    Returns:
+      A `tfb.Bijector` on `[..., D]` events.
+
+    Raises:
+      ValueError: for an unknown name or an argument the flow does not take.
+    """
+    if name not in FLOW_NAMES:
+        raise ValueError(f"Unknown flow {name!r}; expected one of {FLOW_NAMES}.")
+    if event_size < 1:
+        raise ValueError(f"`event_size` must be positive, got {event_size}.")
+    if num_layers < 1:
+        raise ValueError(f"`num_layers` must be positive, got {num_layers}.")
+    if batch_norm is None:
+        batch_norm = name in ("maf", "realnvp")
+    if batch_norm and name not in ("maf", "realnvp"):
+        raise ValueError(f"`batch_norm` is only supported for maf and realnvp, not {name!r}.")
+    if conditional_size is not None and name not in ("made", "maf", "iaf"):
+        raise ValueError(f"`conditional_size` is only supported for made, maf, iaf, not {name!r}.")
+    if log_scale_bound is not None and (name in ("planar", "radial") or log_scale_bound <= 0):
+        raise ValueError(
+            f"`log_scale_bound` must be positive and is not used by {name!r}, "
+            f"got {log_scale_bound}."
+        )
+
+    def bounded(conditioner: snt.Module) -> snt.Module:
+        if log_scale_bound is None:
+            return conditioner
+        return _BoundedLogScale(conditioner, log_scale_bound)
+
+    if name in ("planar", "radial"):
+        if hidden_units:
+            raise ValueError(f"{name} flows have no hidden units, got {hidden_units}.")
+        layer_cls = PlanarLayer if name == "planar" else RadialLayer
+        layers = [layer_cls(event_size, dtype=dtype, name=f"{name}_{k}") for k in range(num_layers)]
+        # Chain applies its last bijector first: layer 0 acts first on the noise.
+        return tfb.Chain([layer() for layer in reversed(layers)], name=name)
+
+    if name == "realnvp":
+        if event_size < 2:
+            raise ValueError(f"realnvp needs `event_size >= 2`, got {event_size}.")
+        half = event_size // 2
+        bijectors = []
+        for k in range(num_layers):
+            # Even k: x[:half] conditions x[half:]; odd k: the reverse
+            # (negative `num_masked` keeps the last units fixed).
+            fixed = half if k % 2 == 0 else event_size - half
+            conditioner = CouplingConditioner(
+                fixed,
+                event_size - fixed,
+                hidden_units,
+                seed=_layer_seed(seed, k),
+                dtype=dtype,
+                name=f"coupling_{k}",
+            )
+            num_masked = half if k % 2 == 0 else -fixed
+            bijectors.append(
+                tfb.RealNVP(
+                    num_masked=num_masked,
+                    shift_and_log_scale_fn=bounded(conditioner),
+                    name=f"real_nvp_{k}",
+                )
+            )
+            if batch_norm:
+                bijectors.append(_batch_norm(event_size, dtype, f"batch_norm_{k}"))
+        # Chain's inverse (the density direction) applies bijectors[0] first.
+        return tfb.Chain(bijectors, name=name)
+
+    # Autoregressive flows: made, maf, iaf.
+    if name == "made" and num_layers != 1:
+        raise ValueError(f"made is a single MADE; `num_layers` must be 1, got {num_layers}.")
+
+    def make_made(k: int) -> snt.Module:
+        made = MADE(
+            event_size,
+            hidden_units,
+            num_params=2,
+            input_order="left-to-right" if k % 2 == 0 else "right-to-left",
+            hidden_degrees=hidden_degrees,
+            activation=activation,
+            conditional_size=conditional_size,
+            seed=_layer_seed(seed, k),
+            dtype=dtype,
+            name=f"made_{k}",
+        )
+        return bounded(made)
+
+    if name == "made":
+        return tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(0), name="made")
+    if name == "maf":
+        bijectors = []
+        for k in range(num_layers):
+            bijectors.append(
+                tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(k), name=f"maf_{k}")
+            )
+            if batch_norm:
+                bijectors.append(_batch_norm(event_size, dtype, f"batch_norm_{k}"))
+        return tfb.Chain(bijectors, name=name)
+    # IAF: the forward (sampling) of Invert(MAF) is MAF's one-pass inverse.
+    # Chain applies its last bijector first, so layer 0 acts first on the noise.
+    bijectors = [
+        tfb.Invert(
+            tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(k), name=f"maf_{k}"),
+            name=f"iaf_{k}",
+        )
+        for k in range(num_layers)
+    ]
+    return tfb.Chain(bijectors[::-1], name=name)
+
+
+def make_density(
+    name: str,
+    event_size: int,
+    num_layers: int,
+    hidden_units: Sequence[int] = (),
+    **kwargs,
+) -> tfd.TransformedDistribution:
+    """`make_flow(name, event_size, num_layers, hidden_units, **kwargs)` on a
+    standard-normal base `N(0, I_D)` (a vector event, not a scalar base with
+    an `event_shape`, TFP issue 787).
+
+    Returns:
+      A `tfd.TransformedDistribution` with event shape `[D]`; its
+      `trainable_variables` are the flow's.
+    """
+    flow = make_flow(name, event_size, num_layers, hidden_units, **kwargs)
+    dtype = kwargs.get("dtype", tf.float32)
+    base = tfd.Independent(
+        tfd.Normal(tf.zeros([event_size], dtype), tf.ones([event_size], dtype)),
+        reinterpreted_batch_ndims=1,
+    )
+    return tfd.TransformedDistribution(base, flow, name=f"{name}_density")
+
+
+def _children(bijector: tfb.Bijector) -> list[tfb.Bijector] | None:
+    """Sub-bijectors of a Chain (list) or Invert (one), else None."""
+    params = bijector.parameters
+    if isinstance(params.get("bijectors"), (list, tuple)):
+        return list(params["bijectors"])
+    if isinstance(params.get("bijector"), tfb.Bijector):
+        return [params["bijector"]]
+    return None
+
+
+def _leaf_kwargs(bijector: tfb.Bijector, conditional_input) -> dict:
+    fn = bijector.parameters.get("shift_and_log_scale_fn") or bijector.parameters.get("bijector_fn")
+    if getattr(fn, "conditional", False):
+        return {"conditional_input": conditional_input}
+    return {}
+
+
+def conditional_kwargs(flow: tfb.Bijector, conditional_input: tf.Tensor) -> dict:
+    """Routes a context to every conditional MADE of a flow.
+
+    TFP's `Chain` passes keyword arguments to its parts by name and `Invert`
+    passes them through; this builds that nested dict.
+
+    Example:
+      ```python
+      q = flows.make_density("iaf", 8, 2, [32], conditional_size=16)
+      z = q.sample(bijector_kwargs=flows.conditional_kwargs(q.bijector, h))
+      ```
+
+    Args:
+      flow: a bijector built by `make_flow` (or any Chain/Invert nesting of
+        MAFs whose conditioner has a `conditional` attribute).
+      conditional_input: `[..., C]` context.
+
+    Returns:
+      The `bijector_kwargs` dict (empty if nothing is conditional).
+    """
+    children = _children(flow)
+    if children is None:
+        return _leaf_kwargs(flow, conditional_input)
+    if len(children) == 1 and "bijector" in flow.parameters:  # Invert.
+        return conditional_kwargs(children[0], conditional_input)
+    routed = {}
+    for child in children:
+        child_kwargs = conditional_kwargs(child, conditional_input)
+        if child_kwargs:
+            routed[child.name] = child_kwargs
+    return routed
+
+
+def with_training(
+    flow: tfb.Bijector | tfd.TransformedDistribution, training: bool
+) -> tfb.Bijector | tfd.TransformedDistribution:
+    """Returns `flow` with every batch-norm bijector in `training` mode.
+
+    `tfb.BatchNormalization` fixes its mode at construction; this rebuilds the
+    Chain/Invert nesting around copies of the batch-norm bijectors that share
+    the same Keras layers, so both flows share every variable.
+
+    Args:
+      flow: a bijector, or a `TransformedDistribution` over one.
+      training: True: minibatch statistics in the density direction (and
+        updates of the moving averages); False: the stored statistics.
+
+    Returns:
+      The same kind of object as `flow`.
+    """
+    if isinstance(flow, tfd.TransformedDistribution):
+        return flow.copy(bijector=with_training(flow.bijector, training))
+    if isinstance(flow, tfb.BatchNormalization):
+        return flow.copy(training=training)
+    children = _children(flow)
+    if children is None:
+        return flow
+    new_children = [with_training(child, training) for child in children]
+    if "bijector" in flow.parameters:
+        return flow.copy(bijector=new_children[0])
+    return flow.copy(bijectors=new_children)
+
+
+def set_batch_norm_statistics(
+    flow: tfb.Bijector, x: tf.Tensor, conditional_input: tf.Tensor | None = None
+) -> tf.Tensor:
+    """Sets the stored statistics of every batch-norm layer from data.
+
+    The MAF code evaluates with the batch-norm mean and variance of the whole
+    training set (not a moving average): `x` is pushed through the flow in
+    the density direction and each batch-norm layer's `moving_mean` and
+    `moving_variance` are set to the (biased) statistics of its input.
+
+    Args:
+      flow: a bijector built by `make_flow`.
+      x: `[N, D]` data (e.g. the whole training set).
+      conditional_input: `[N, C]` context for conditional flows.
+
+    Returns:
+      `[N, D]` the data mapped to the base space with the new statistics.
+    """
+    if isinstance(flow, tfb.BatchNormalization):
+        mean, variance = tf.nn.moments(x, axes=[0])
+        flow.batchnorm.moving_mean.assign(mean)
+        flow.batchnorm.moving_variance.assign(variance)
+        return flow.copy(training=False).inverse(x)
+    children = _children(flow)
+    if children is not None and "bijectors" in flow.parameters:
+        for child in children:  # Chain's inverse applies bijectors[0] first.
+            x = set_batch_norm_statistics(child, x, conditional_input)
+        return x
+    kwargs = conditional_kwargs(flow, conditional_input) if conditional_input is not None else {}
+    return with_training(flow, False).inverse(x, **kwargs)
