@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import shutil
 import signal
 import time
 from collections.abc import Mapping, Sequence
@@ -125,6 +126,23 @@ def setup_devices(num_cpu_devices: int) -> None:
             "config.num_cpu_devices must be set before TensorFlow runs any op; "
             "run it in a fresh process."
         ) from e
+
+
+def _task_id(strategy: tf.distribute.Strategy) -> int:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return int(getattr(resolver, "task_id", 0) or 0)
+
+
+def _is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker job."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    task_type = resolver.task_type
+    if task_type in (None, "chief"):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 def current_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float:
@@ -264,9 +282,14 @@ def train(
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     rng = tf.random.Generator.from_seed(config.seed)
     checkpoint = tf.train.Checkpoint(model=task.model, optimizers=optimizers, step=step, rng=rng)
+    chief = _is_chief(strategy)
+    # Multi-worker: every worker must take part in saving, but only the chief
+    # writes into the run folder (TF distribute guide); the others write to a
+    # scratch folder that is removed at the end.
+    checkpoint_dir = run_dir if chief else os.path.join(run_dir, f".worker_{_task_id(strategy)}")
     manager = tf.train.CheckpointManager(
         checkpoint,
-        run_dir,
+        checkpoint_dir,
         max_to_keep=config.loop.max_to_keep,
         checkpoint_name=experiment.CHECKPOINT_NAME,
     )
@@ -282,7 +305,11 @@ def train(
     image_batch = next(iter(validation if validation is not None else task.train_dataset(0)))
 
     writers = {
-        name: tf.summary.create_file_writer(os.path.join(run_dir, name))
+        name: (
+            tf.summary.create_file_writer(os.path.join(run_dir, name))
+            if chief
+            else tf.summary.create_noop_writer()
+        )
         for name in ("train", "validation")
     }
     sums: dict[str, float] = {}
@@ -381,4 +408,6 @@ def train(
             evaluate(final)
     for writer in writers.values():
         writer.flush()
+    if not chief:
+        shutil.rmtree(checkpoint_dir, ignore_errors=True)
     return TrainResult(int(step), last_metrics, validation_metrics, interrupted)
