@@ -627,6 +627,184 @@ TRANSFORMS: dict[str, Transform] = {
 }
 
 
+# ------------------------------------------------------------------------------------------------
+# Dequantization and the logit transform of the MAF paper (Papamakarios et al. 2017, sec. 4.3 and
+# their code; REFERENCES.md 1.3), for density estimation of MNIST as continuous data.
+#
+# Pixels k in {0..255} become x = (k + u) / 256 in [0, 1), u ~ U(0, 1) drawn *once* with a fixed
+# seed (static dequantization, stored on disk like static binarization); models see
+# y = logit(alpha + (1 - 2 alpha) x). A log-density of y converts to the pixel space [0, 1]^D
+# with the Jacobian of the transform, and to bits/pixel on [0, 256)^D. Symbols: D pixels.
+
+LOGIT_ALPHA = 1e-6  # MNIST (MAF code); CIFAR-10 uses 0.05.
+DEQUANTIZATION_SEED = 42  # The MAF code's NumPy seed.
+
+
+def _seed_tag(seed: int | tuple[int, ...]) -> str:
+    return "-".join(str(int(s)) for s in np.atleast_1d(seed))
+
+
+def static_dequantize(
+    images: np.ndarray, seed: int | tuple[int, ...], data_dir: str | None = None
+) -> np.ndarray:
+    """One fixed dequantization x = (k + u) / 256, u ~ U(0, 1), computed once and stored on disk.
+
+    The uniforms come from `np.random.default_rng(seed)` over the images in row-major order; the
+    result is stored as `<data_dir>/mnist/dequantized_<fingerprint>_<seed>.npy` (float32; the
+    fingerprint hashes the images), so later calls and runs get the same draw even if NumPy's
+    streams change. Stored draws are checked against `images` (`floor(256 x) == k`). Draw the
+    splits of one data set with different seeds (e.g. `(42, 0)`, `(42, 1)`, ...): equal seeds give
+    equal noise for equally placed pixels.
+
+    Args:
+      images: uint8 `[N, ...]` in {0..255}.
+      seed: non-negative int or tuple of ints (a `np.random.default_rng` seed).
+      data_dir: root data directory; default `default_data_dir()`. If it is not writable the
+        draw is computed but not stored (with a warning).
+
+    Returns:
+      float32 array of the shape of `images`, with `k / 256 <= x < (k + 1) / 256` exactly.
+
+    Raises:
+      ValueError: `images` is not uint8.
+      DataError: a stored draw has the wrong shape/dtype or contradicts `images`; it is left
+        untouched.
+    """
+    images = np.asarray(images)
+    if images.dtype != np.uint8:
+        raise ValueError(f"static_dequantize expects uint8 images, got {images.dtype}.")
+    mnist_dir = os.path.join(data_dir or default_data_dir(), "mnist")
+    path = os.path.join(mnist_dir, f"dequantized_{_fingerprint(images)}_{_seed_tag(seed)}.npy")
+    if os.path.isfile(path):
+        x = np.load(path)
+        if (
+            x.shape != images.shape
+            or x.dtype != np.float32
+            or np.any(np.floor(x * 256) != images)  # x * 256 is exact in float32.
+        ):
+            raise DataError(
+                f"Stored dequantization {path} does not match the images (shape {x.shape} "
+                f"{x.dtype} vs {images.shape}, or floor(256 x) != pixel); delete it to redraw."
+            )
+        return x
+    rng = np.random.default_rng([int(s) for s in np.atleast_1d(seed)])
+    flat = images.reshape(len(images), -1)
+    x = np.empty(flat.shape, np.float32)
+    for start in range(0, len(flat), 10_000):  # Chunks draw the same stream as a single call.
+        k = flat[start : start + 10_000].astype(np.float64)
+        chunk = ((k + rng.random(k.shape)) / 256).astype(np.float32)
+        # Rounding to float32 may reach (k + 1) / 256 (exact in float32): stay below it.
+        upper = np.nextafter(((k + 1) / 256).astype(np.float32), np.float32(0))
+        x[start : start + 10_000] = np.minimum(chunk, upper)
+    x = x.reshape(images.shape)
+    buffer = io.BytesIO()
+    np.save(buffer, x)
+    try:
+        os.makedirs(mnist_dir, exist_ok=True)
+        _write_atomic(path, buffer.getvalue())
+    except OSError as e:
+        logging.warning("Could not store the dequantization in %s: %s", path, e)
+    return x
+
+
+def logit_transform(x, alpha: float = LOGIT_ALPHA) -> tf.Tensor:
+    """y = logit(alpha + (1 - 2 alpha) x), elementwise (float32 for non-float64 input).
+
+    Args:
+      x: dequantized pixels in [0, 1] (float, any shape).
+      alpha: keeps the logit finite at x = 0 and x = 1.
+
+    Raises:
+      ValueError: for integer input (dequantize first: `static_dequantize`).
+    """
+    x = tf.convert_to_tensor(x)
+    if not x.dtype.is_floating:
+        raise ValueError(f"logit_transform expects dequantized float pixels, got {x.dtype}.")
+    if x.dtype != tf.float64:
+        x = tf.cast(x, tf.float32)
+    p = alpha + (1 - 2 * alpha) * x
+    return tf.math.log(p) - tf.math.log1p(-p)
+
+
+def inverse_logit_transform(y, alpha: float = LOGIT_ALPHA) -> tf.Tensor:
+    """x = (sigmoid(y) - alpha) / (1 - 2 alpha), the inverse of `logit_transform`."""
+    return (tf.sigmoid(y) - alpha) / (1 - 2 * alpha)
+
+
+def logit_log_det_jacobian(y, alpha: float = LOGIT_ALPHA) -> tf.Tensor:
+    """log |det dy/dx| per example of y = logit(alpha + (1 - 2 alpha) x).
+
+    With s = sigmoid(y): dy_i/dx_i = (1 - 2 alpha) / (s_i (1 - s_i)), so the sum over the D
+    pixels is `D log(1 - 2 alpha) - sum_i [log s_i + log(1 - s_i)]`
+    (`log s = -softplus(-y)`, `log(1 - s) = -softplus(y)`, stable for large |y|).
+
+    Args:
+      y: `[B, ...]`; every axis after the first is part of the event.
+
+    Returns:
+      `[B]`.
+    """
+    y = tf.convert_to_tensor(y)
+    axes = list(range(1, y.shape.rank))
+    num_pixels = tf.cast(tf.reduce_prod(tf.shape(y)[1:]), y.dtype)
+    log_s_one_minus_s = -tf.nn.softplus(-y) - tf.nn.softplus(y)
+    log_slope = tf.math.log1p(tf.constant(-2 * alpha, y.dtype))  # log(1 - 2 alpha)
+    return num_pixels * log_slope - tf.reduce_sum(log_s_one_minus_s, axes)
+
+
+def pixel_log_prob(log_prob_y, y, alpha: float = LOGIT_ALPHA) -> tf.Tensor:
+    """log p(x) on [0, 1]^D from a logit-space log-density: log p(y) + log |det dy/dx|.
+
+    Args:
+      log_prob_y: `[B]` log p(y) in nats (the MAF paper's Table 2 unit).
+      y: `[B, ...]` the logit-space points.
+
+    Returns:
+      `[B]` in nats.
+    """
+    return log_prob_y + logit_log_det_jacobian(y, alpha)
+
+
+def bits_per_pixel(log_prob_y, y, alpha: float = LOGIT_ALPHA) -> tf.Tensor:
+    """Bits per pixel on [0, 256)^D: -log p_[0,1](x) / (D ln 2) + 8 (rescaling [0, 1] to
+    [0, 256) divides the density by 256^D). A uniform model scores exactly 8.
+
+    Args:
+      log_prob_y: `[B]` log p(y) in nats.
+      y: `[B, ...]` the logit-space points.
+
+    Returns:
+      `[B]`.
+    """
+    y = tf.convert_to_tensor(y)
+    num_pixels = tf.cast(tf.reduce_prod(tf.shape(y)[1:]), y.dtype)
+    return -pixel_log_prob(log_prob_y, y, alpha) / (num_pixels * np.log(2.0)) + 8.0
+
+
+def _dequantized_to_float(images, seed=None) -> tf.Tensor:
+    """A stored dequantization -> float32 x in [0, 1) (a cast)."""
+    del seed
+    return tf.cast(images, tf.float32)
+
+
+def _logit_batch(images, seed=None) -> tf.Tensor:
+    """Dequantized float pixels -> logit space with `LOGIT_ALPHA` (MNIST)."""
+    del seed
+    return logit_transform(images, LOGIT_ALPHA)
+
+
+TRANSFORMS.update(
+    {
+        # x = (k + u) / 256 with a stored draw of u.
+        "dequantize": Transform(_dequantized_to_float, prepare=static_dequantize),
+        # y = logit(alpha + (1 - 2 alpha) x) of a stored dequantization (MAF MNIST data).
+        "dequantize_logit": Transform(_logit_batch, prepare=static_dequantize),
+        # The logit transform alone, for pixels already dequantized by `static_dequantize`.
+        "logit": Transform(_logit_batch),
+    }
+)
+
+
 def _transform(name: str) -> Transform:
     if name not in TRANSFORMS:
         raise ValueError(f"Unknown transform {name!r}; expected one of {sorted(TRANSFORMS)}.")
@@ -862,8 +1040,11 @@ def _tight_boxes(digits: np.ndarray) -> np.ndarray:
 
 def _disjoint(box: np.ndarray, others: list[np.ndarray]) -> bool:
     """True when the half-open pixel box `box` shares no pixel with any box in `others`."""
-    t, l, b, r = box
-    return all(b <= ot or ob <= t or r <= ol or orr <= l for ot, ol, ob, orr in others)
+    top, left, bottom, right = box
+    return all(
+        bottom <= o_top or o_bottom <= top or right <= o_left or o_right <= left
+        for o_top, o_left, o_bottom, o_right in others
+    )
 
 
 def generate_multi_mnist(
@@ -902,7 +1083,12 @@ def generate_multi_mnist(
     """
     digits = np.asarray(digits)
     labels = np.asarray(labels)
-    if digits.ndim != 3 or digits.dtype != np.uint8 or len(labels) != len(digits) or not len(digits):
+    if (
+        digits.ndim != 3
+        or digits.dtype != np.uint8
+        or len(labels) != len(digits)
+        or not len(digits)
+    ):
         raise ValueError(
             f"digits must be a non-empty uint8 [M, H, W] array with [M] labels; got {digits.shape} "
             f"{digits.dtype} and labels {labels.shape}."
@@ -946,8 +1132,8 @@ def generate_multi_mnist(
                 break
         for k, (j, box) in enumerate(zip(chosen, placed, strict=True)):
             ct, cl, cb, cr = crop_boxes[j]
-            t, l, b, r = box
-            images[i, t:b, l:r] = resized[j, ct:cb, cl:cr]
+            top, left, bottom, right = box
+            images[i, top:bottom, left:right] = resized[j, ct:cb, cl:cr]
             boxes[i, k] = box
             out_labels[i, k] = labels[j]
             digit_index[i, k] = j

@@ -1,0 +1,1 @@
+"""Configs of `air.train` (`air.py`: paper, vimco, cpu, smoke)."""

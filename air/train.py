@@ -1,0 +1,53 @@
+r"""Trains Attend, Infer, Repeat on 50x50 multi-MNIST.
+
+  python -m air.train --config=air/configs/air.py:cpu
+  python -m air.train --config=air/configs/air.py:paper --config.seed=1
+  python -m air.train --config=air/configs/air.py:vimco
+  python -m air.train --config=air/configs/air.py:cpu --resume   # continue the newest run
+
+Each run goes to <results_dir>/<run_name>/<N>/ (config, checkpoints, TensorBoard
+events); when training ends the held-out test split is evaluated (air.evaluate):
+count accuracy and confusion matrix, ELBO and IWAE bound, KL terms, mean number
+of steps and gradient variance, printed and written to metrics.json.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from air import experiment as air_experiment
+from common import cli, datasets, experiment, training
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    "air/configs/air.py:cpu",
+    "Config file and variant (paper, vimco, cpu, smoke), e.g. air/configs/air.py:paper. "
+    "Override any field with --config.<field>=<value>, e.g. --config.objective.centering=False.",
+    lock_config=True,
+)
+cli.define_run_flags("air")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config, run_dir, resume_from = cli.prepare_run(
+            _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
+        )
+        result = training.train(config, run_dir, air_experiment.build_task, resume_from)
+        if result.interrupted or not config.eval.after_training:
+            return
+        metrics = air_experiment.evaluate_run(run_dir)
+    except (
+        experiment.RunError,
+        datasets.DataError,
+        training.NonFiniteError,
+        ValueError,
+    ) as e:
+        cli.fail(e)
+    print(air_experiment.format_metrics(run_dir, metrics))
+
+
+if __name__ == "__main__":
+    app.run(main)

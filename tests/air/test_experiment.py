@@ -1,0 +1,192 @@
+"""End to end on real multi-MNIST with the `smoke` config through the binaries
+(`air.train`, then `air.evaluate`), plus unit tests of the experiment wiring."""
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from tensorboard.backend.event_processing import event_accumulator
+
+from air import experiment as air_experiment
+from air.configs import air as air_configs
+from common import experiment
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NUM_STEPS = 60
+SUMMARY_EVERY = 20
+
+
+def _run(module, *args, check=True, timeout=300):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def _events(path):
+    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc
+
+
+def _scalars(acc, tag):
+    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+
+
+class AIREndToEndTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.results = os.path.join(
+            os.environ.get("TEST_TMPDIR", "/tmp"), f"air_e2e_{os.getpid()}_{time.time_ns()}"
+        )
+        _run(
+            "air.train",
+            "--config=air/configs/air.py:smoke",
+            f"--config.loop.num_steps={NUM_STEPS}",
+            f"--config.loop.summary_every={SUMMARY_EVERY}",
+            "--config.loop.checkpoint_every=30",
+            "--config.eval.after_training=False",
+            f"--results_dir={cls.results}",
+            "--run_name=smoke",
+        )
+        cls.run_dir = os.path.join(cls.results, "smoke", "1")
+        cls.eval_proc = _run("air.evaluate", f"--run_dir={cls.run_dir}")
+        with open(os.path.join(cls.run_dir, "metrics.json")) as f:
+            cls.metrics = json.load(f)
+
+    def test_negative_elbo_decreases(self):
+        elbo = _scalars(_events(os.path.join(self.run_dir, "train")), "elbo")
+        self.assertEqual([s for s, _ in elbo], [20, 40, 60])
+        # Means over steps 1-20 and 41-60; -ELBO is the bound part of the model loss.
+        self.assertGreater(elbo[-1][1], elbo[0][1] + 10.0, elbo)
+
+    def test_evaluate_writes_count_accuracy_and_the_confusion_matrix(self):
+        m = self.metrics
+        self.assertEqual(m["step"], NUM_STEPS)
+        self.assertEqual(m["num_images"], 200)
+        confusion = np.array(m["confusion_matrix"])
+        self.assertEqual(confusion.shape, (3, 4))  # true 0..2 x inferred 0..3
+        self.assertEqual(confusion.sum(), 200)
+        self.assertAllClose(m["count_accuracy"], np.trace(confusion) / 200)
+        for name in ("elbo", "iwae_bound_k3", "kl_num_steps", "kl_what", "kl_where", "num_steps"):
+            self.assertTrue(np.isfinite(m[name]), name)
+        self.assertLessEqual(m["elbo"], m["iwae_bound_k3"] + 1.0)
+        self.assertBetween(m["num_steps"], 0.0, 3.0)
+        self.assertGreater(m["gradient_variance_no_baseline"], m["gradient_variance"])
+        self.assertIn("count accuracy", self.eval_proc.stdout)
+        self.assertIn("confusion matrix", self.eval_proc.stdout)
+
+    def test_tensorboard_images_and_scalars(self):
+        train = _events(os.path.join(self.run_dir, "train"))
+        tags = set(train.Tags()["tensors"])
+        for tag in ("input", "reconstruction", "glimpse_boxes", "loss/model", "loss/baseline"):
+            self.assertIn(tag, tags)
+        test = _events(os.path.join(self.run_dir, "test"))
+        tags = set(test.Tags()["tensors"])
+        for tag in ("confusion_matrix", "glimpse_boxes", "count_accuracy", "elbo"):
+            self.assertIn(tag, tags)
+        validation = set(_events(os.path.join(self.run_dir, "validation")).Tags()["tensors"])
+        self.assertIn("count_accuracy", validation)
+
+    def test_load_from_checkpoint_restores_the_model(self):
+        restored = experiment.load_from_checkpoint(self.run_dir)
+        self.assertEqual(restored.step, NUM_STEPS)
+        reader = tf.train.load_checkpoint(restored.checkpoint_path)
+        stored = {
+            name: reader.get_tensor(name)
+            for name in reader.get_variable_to_shape_map()
+            if name.startswith("model/") and "OPTIMIZER_SLOT" not in name
+        }
+        variables = restored.model.variables
+        self.assertLen(stored, len(variables))
+        values = sorted(np.sum(np.abs(v)) for v in stored.values())
+        self.assertAllClose(values, sorted(np.sum(np.abs(v.numpy())) for v in variables))
+        self.assertIsNotNone(restored.model.baseline)
+        self.assertIsNotNone(restored.model.nvil)
+
+
+class WiringTest(tf.test.TestCase, parameterized.TestCase):
+    @parameterized.parameters(*air_configs.VARIANTS)
+    def test_variants_are_valid(self, variant):
+        config = air_configs.get_config(variant)
+        air_experiment.validate_config(config)
+        self.assertEqual(config.experiment, "air.experiment")
+
+    def test_paper_variant_is_the_reference(self):
+        c = air_configs.get_config("paper")
+        self.assertEqual(
+            (c.optimizer.name, c.optimizer.learning_rate, c.batch_size, c.model.max_steps),
+            ("rmsprop", 1e-4, 64, 3),
+        )
+        self.assertEqual(c.objective.baseline_lr_multiplier, 10.0)
+        self.assertEqual(
+            (c.prior.schedule, c.prior.hold_steps, c.prior.decay_steps),
+            ("exponential", 1_000, 100_000),
+        )
+
+    def test_unknown_variant(self):
+        with self.assertRaisesRegex(ValueError, "variant"):
+            air_configs.get_config("big")
+
+    @parameterized.named_parameters(
+        ("vimco_elbo", dict(estimator="vimco", bound="elbo", num_particles=2)),
+        ("vimco_one_particle", dict(estimator="vimco", bound="iwae", num_particles=1)),
+        ("vimco_baseline", dict(estimator="vimco", bound="iwae", num_particles=2)),
+        ("unknown", dict(estimator="nvil")),
+        ("normalization_without_centring", dict(centering=False, nvil_normalization=True)),
+    )
+    def test_bad_objectives(self, overrides):
+        config = air_configs.get_config("smoke")
+        config.objective.update(overrides)
+        with self.assertRaises(ValueError):
+            air_experiment.validate_config(config)
+
+    def test_parameter_groups(self):
+        config = air_configs.get_config("smoke")
+        task = air_experiment.build_task(config)
+        groups = task.param_groups()
+        self.assertEqual(set(groups), {"model", "baseline"})
+        self.assertIsNot(groups["model"].optimizer, groups["baseline"].optimizer)
+        baseline_lr = float(groups["baseline"].optimizer.learning_rate)
+        self.assertAllClose(baseline_lr, 10 * config.optimizer.learning_rate)
+        ids = lambda g: {id(v) for v in g.variables}
+        self.assertFalse(ids(groups["model"]) & ids(groups["baseline"]))
+        config.objective.update(
+            dict(estimator="vimco", bound="iwae", num_particles=2, baseline=False, centering=False)
+        )
+        vimco = air_experiment.build_model(config)
+        self.assertIsNone(vimco.baseline)
+        self.assertIsNone(vimco.nvil)
+
+    def test_draw_boxes(self):
+        # A window of 5 pixels (columns 2..6 of a 9-pixel axis): s = 4/8, t = (2*2+4)/8 - 1 = 0.
+        z_where = np.array([[[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, -0.5, -0.5]]])
+        images = air_experiment.draw_boxes(np.zeros([1, 9, 9, 1]), z_where, np.array([[1, 0]]))
+        red = np.all(images[0] == air_experiment.STEP_COLOURS[0], axis=-1)
+        expected = np.zeros([9, 9], bool)
+        expected[2, 2:7] = expected[6, 2:7] = expected[2:7, 2] = expected[2:7, 6] = True
+        self.assertAllEqual(red, expected)
+        self.assertEqual(images.shape, (1, 9, 9, 3))  # the absent step draws nothing
+        self.assertEqual(int(np.any(images > 0, -1).sum()), 16)
+        confusion = air_experiment.confusion_image(np.array([[3, 1], [0, 4]]))
+        self.assertEqual(confusion.shape, (1, 48, 48, 3))
+
+
+if __name__ == "__main__":
+    tf.test.main()
