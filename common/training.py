@@ -67,7 +67,13 @@ class StepOutput(NamedTuple):
 
 
 class Task(Protocol):
-    """The experiment-specific half of training; see `vae.experiment.VAETask`."""
+    """The experiment-specific half of training; see `vae.experiment.VAETask`.
+
+    Everything that must survive a restart lives under `model` (the loop
+    checkpoints `model`, the optimizers, the step and the RNG): e.g. AIR keeps
+    its baseline network and NVIL statistics there. The step number, when a
+    task needs it (prior annealing), is its optimizer's `iterations`.
+    """
 
     model: tf.Module
     global_batch_size: int

@@ -1,6 +1,11 @@
 """Normalizing flows as TFP bijectors (Rezende & Mohamed 2015; Germain et al.
 2015; Papamakarios et al. 2017; Kingma et al. 2016; Dinh et al. 2017).
 
+- `flows.bijectors`, `flows.made`, `flows.models`: planar, radial, MADE, MAF, IAF, RealNVP.
+- `flows.experiment`: MNIST density estimation (MAF paper) and the 2-D toys; `flows.toy`: the
+  2-D densities and the energies U1-U4.
+- Binaries: `python -m flows.train`, `python -m flows.evaluate`.
+
 Work in progress (issue 3).
 """
 
@@ -11,6 +16,7 @@ from flows.bijectors import (
     Radial,
     RadialLayer,
 )
+from flows.experiment import FlowDensity
 from flows.made import MADE
 from flows.models import (
     FLOW_NAMES,
@@ -27,6 +33,7 @@ __all__ = [
     "MADE",
     "PLANAR_INVERSE_ITERATIONS",
     "CouplingConditioner",
+    "FlowDensity",
     "Planar",
     "PlanarLayer",
     "Radial",

@@ -1,0 +1,227 @@
+r"""Training steps per second of MAF(K) on MNIST-sized input: this project vs TFP vs PyTorch.
+
+One step = the mean negative log-likelihood of a batch under MAF(K) (Papamakarios et al. 2017:
+K MADEs with reversed orders and batch norm after each, minibatch statistics), its gradients
+w.r.t. all variables, and an Adam(1e-4) update. Defaults: D = 784, one hidden layer of 1024
+ReLU units per MADE, K = 5, batch 100 (the MAF paper's MNIST setup). Inputs are random normal
+`[B, D]`: the cost of these dense MADEs does not depend on the values.
+
+Models (`--models`):
+  ours:       `flows.make_density("maf", ...)` (pre-masked MADE weights, fixed batch-norm
+              log-det), modes eager / function (tf.function) / xla (jit_compile=True).
+  tfp:        the stock TFP stack: `tfb.MaskedAutoregressiveFlow(tfb.AutoregressiveNetwork(...))`
+              with left-to-right / right-to-left orders and `tfb.BatchNormalization`, same modes.
+  nflows:     PyTorch `nflows` (MaskedAffineAutoregressiveTransform, BatchNorm,
+              ReversePermutation), eager PyTorch; only if importable.
+  normflows:  PyTorch `normflows` (MaskedAffineAutoregressive, Permute), eager PyTorch, no batch
+              norm; only if importable.
+PyTorch libraries are never dependencies of this project: a model that does not import is
+skipped with a message.
+
+Each cell: `--warmup` untimed steps (tracing/compilation), then `--repeats` timed runs of
+`--steps` steps; the median rate is printed.
+
+Example (quick):
+  python benchmarks/flows_step.py --event_size=16 --hidden_units=32 --steps=5 --repeats=1
+Full table (MAF paper size):
+  python benchmarks/flows_step.py
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import platform
+import statistics
+import time
+from collections.abc import Callable
+
+import numpy as np
+import tensorflow as tf
+import tensorflow_probability as tfp
+import tf_keras
+from absl import app, flags
+
+import flows
+
+tfb = tfp.bijectors
+tfd = tfp.distributions
+
+TF_MODELS = ("ours", "tfp")
+TORCH_MODELS = ("nflows", "normflows")
+MODES = ("eager", "function", "xla")
+
+_MODELS = flags.DEFINE_list(
+    "models", list(TF_MODELS + TORCH_MODELS), f"Models to run: {TF_MODELS + TORCH_MODELS}."
+)
+_MODES = flags.DEFINE_list(
+    "modes",
+    ["function", "xla"],
+    "TF execution modes: eager, function (tf.function), xla (tf.function(jit_compile=True)). "
+    "PyTorch models run eagerly once, whatever this says.",
+)
+_EVENT_SIZE = flags.DEFINE_integer("event_size", 784, "D (784 = MNIST).")
+_HIDDEN = flags.DEFINE_integer("hidden_units", 1024, "Hidden units of each MADE's hidden layer.")
+_LAYERS = flags.DEFINE_integer("num_layers", 5, "K, the number of MADEs.")
+_BATCH = flags.DEFINE_integer("batch_size", 100, "B.")
+_STEPS = flags.DEFINE_integer("steps", 50, "Timed training steps per repeat.")
+_WARMUP = flags.DEFINE_integer("warmup", 3, "Untimed steps before timing.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per cell; the median is reported.")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed of the inputs and weights.")
+
+
+def _tfp_maf(d: int, hidden: int, num_layers: int) -> tfd.Distribution:
+    """MAF(K) from stock TFP parts (TFP's training-mode batch-norm log-det is off, see
+    flows/README.md; irrelevant for speed)."""
+    bijectors = []
+    for k in range(num_layers):
+        made = tfb.AutoregressiveNetwork(
+            params=2,
+            event_shape=[d],
+            hidden_units=[hidden],
+            activation="relu",
+            input_order="left-to-right" if k % 2 == 0 else "right-to-left",
+        )
+        bijectors.append(tfb.MaskedAutoregressiveFlow(made))
+        bijectors.append(tfb.BatchNormalization(training=True))
+    base = tfd.Independent(tfd.Normal(tf.zeros([d]), tf.ones([d])), 1)
+    return tfd.TransformedDistribution(base, tfb.Chain(bijectors))
+
+
+def _tf_step(model: str, mode: str, x: tf.Tensor) -> Callable[[], tf.Tensor]:
+    d, hidden, num_layers = _EVENT_SIZE.value, _HIDDEN.value, _LAYERS.value
+    if model == "ours":
+        density = flows.make_density("maf", d, num_layers, [hidden], seed=_SEED.value)
+    else:
+        density = _tfp_maf(d, hidden, num_layers)
+    density.log_prob(x)  # Creates the lazily built Keras variables outside tf.function.
+    variables = density.trainable_variables
+    optimizer = tf_keras.optimizers.Adam(1e-4)
+    optimizer.build(variables)
+
+    def step():
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(density.log_prob(x))
+        grads = tape.gradient(loss, variables)
+        optimizer.apply_gradients(zip(grads, variables, strict=True))
+        return loss
+
+    if mode == "eager":
+        return step
+    return tf.function(step, jit_compile=(mode == "xla"))
+
+
+def _torch_step(model: str, x_np: np.ndarray) -> Callable[[], float]:
+    import torch
+
+    torch.manual_seed(_SEED.value)
+    d, hidden, num_layers = _EVENT_SIZE.value, _HIDDEN.value, _LAYERS.value
+    x = torch.as_tensor(x_np)
+    if model == "nflows":
+        from nflows import distributions, transforms
+        from nflows import flows as nflows_flows
+
+        parts = []
+        for _ in range(num_layers):
+            parts += [
+                transforms.MaskedAffineAutoregressiveTransform(
+                    features=d, hidden_features=hidden, num_blocks=1, use_residual_blocks=False
+                ),
+                transforms.BatchNorm(features=d),
+                transforms.ReversePermutation(features=d),
+            ]
+        net = nflows_flows.Flow(
+            transforms.CompositeTransform(parts), distributions.StandardNormal(shape=[d])
+        )
+        loss_fn = lambda: -net.log_prob(x).mean()
+    else:
+        import normflows as nf
+
+        parts = []
+        for _ in range(num_layers):
+            parts += [
+                nf.flows.MaskedAffineAutoregressive(d, hidden, num_blocks=1),
+                nf.flows.Permute(d, mode="swap"),
+            ]
+        net = nf.NormalizingFlow(nf.distributions.DiagGaussian(d), parts)
+        loss_fn = lambda: net.forward_kld(x)
+    net.train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
+
+    def step():
+        optimizer.zero_grad()
+        loss = loss_fn()
+        loss.backward()
+        optimizer.step()
+        return loss.detach()
+
+    return step
+
+
+def _rate(step: Callable) -> float:
+    for _ in range(_WARMUP.value):
+        step()
+    rates, loss = [], None
+    for _ in range(_REPEATS.value):
+        start = time.perf_counter()
+        for _ in range(_STEPS.value):
+            loss = step()
+        loss = float(loss)  # Waits for the last step.
+        rates.append(_STEPS.value / (time.perf_counter() - start))
+    if not np.isfinite(loss):
+        raise RuntimeError(f"Non-finite loss {loss}.")
+    return statistics.median(rates)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    models = list(_MODELS.value)
+    bad = set(models) - set(TF_MODELS + TORCH_MODELS)
+    if bad:
+        raise app.UsageError(f"--models got {sorted(bad)}; allowed: {TF_MODELS + TORCH_MODELS}.")
+    bad = set(_MODES.value) - set(MODES)
+    if bad:
+        raise app.UsageError(f"--modes got {sorted(bad)}; allowed: {MODES}.")
+    if min(_EVENT_SIZE.value, _HIDDEN.value, _LAYERS.value, _BATCH.value) < 1:
+        raise app.UsageError("--event_size, --hidden_units, --num_layers, --batch_size >= 1.")
+    if min(_STEPS.value, _REPEATS.value) < 1 or _WARMUP.value < 0:
+        raise app.UsageError("--steps and --repeats must be >= 1, --warmup >= 0.")
+    modes = [m for m in MODES if m in _MODES.value]
+
+    print(f"TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}")
+    print(
+        f"CPU cores: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); "
+        f"GPUs: {len(tf.config.list_physical_devices('GPU'))}"
+    )
+    print(
+        f"MAF({_LAYERS.value}), D = {_EVENT_SIZE.value}, hidden [{_HIDDEN.value}], "
+        f"B = {_BATCH.value}; steps/s = median of {_REPEATS.value} x {_STEPS.value} steps after "
+        f"{_WARMUP.value} warm-up steps; step = NLL + grads + Adam."
+    )
+    x_np = np.random.default_rng(_SEED.value).standard_normal(
+        (_BATCH.value, _EVENT_SIZE.value), dtype=np.float32
+    )
+    x = tf.constant(x_np)
+    print(f"{'model':<10} {'mode':<9} {'steps/s':>9}")
+    print("-" * 30)
+    for model in models:
+        if model in TF_MODELS:
+            for mode in modes:
+                tf.random.set_seed(_SEED.value)
+                print(f"{model:<10} {mode:<9} {_rate(_tf_step(model, mode, x)):9.2f}", flush=True)
+            continue
+        missing = [m for m in ("torch", model) if importlib.util.find_spec(m) is None]
+        if missing:
+            print(f"{model:<10} skipped: {', '.join(missing)} not importable (not a dependency)")
+            continue
+        try:
+            rate = f"{_rate(_torch_step(model, x_np)):9.2f}"
+        except Exception as e:  # A third-party API change must not hide the other rows.
+            rate = f"failed: {type(e).__name__}: {e}"
+        print(f"{model:<10} {'torch':<9} {rate}", flush=True)
+    print("(steps/s; higher is better)")
+
+
+if __name__ == "__main__":
+    app.run(main)

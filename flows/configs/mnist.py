@@ -1,0 +1,123 @@
+"""Configs for `flows.train` on MNIST: density estimation in logit space as in the MAF paper.
+
+  python -m flows.train --config=flows/configs/mnist.py:maf5
+  python -m flows.train --config=flows/configs/mnist.py:cpu \
+      --config.early_stopping.patience_epochs=3
+  python -m flows.evaluate --run_dir=results/flows/1
+
+Data (Papamakarios et al. 2017, sec. 4.3 and code; REFERENCES.md 1.3): the first 50,000 training
+images train, the last 10,000 validate, the 10,000 test images test; pixels are dequantized once
+(u ~ U(0, 1), seed 42) and mapped to y = logit(1e-6 + (1 - 2e-6) (k + u) / 256).
+
+Variants:
+  maf5:     MAF(5), one hidden layer of 1024 ReLU units per MADE, batch norm after each MADE,
+            Adam 1e-4, batch 100, early stopping with patience 30 epochs (MAF App.; REFERENCES 3.8).
+  realnvp5: RealNVP(5) coupling layers with the same sizes and training.
+  made:     a single Gaussian MADE (hidden [1024]), Adam 1e-3.
+  cpu:      MAF(5) as maf5, at most 15 epochs with patience 5, batch-norm statistics from 10,000
+            training images at the validation checks: about 25 minutes on 2 CPU cores (measured
+            6.8 training steps/s, benchmarks/flows_step.py, plus ~15 s of validation per epoch).
+  smoke:    seconds, for tests: a tiny MAF on a 200-image prefix.
+"""
+
+import ml_collections
+from ml_collections import config_dict
+
+from common import training
+
+MNIST_TRAIN_SIZE = 60_000
+VARIANTS = ("maf5", "realnvp5", "made", "cpu", "smoke")
+
+
+def get_config(variant: str = "maf5") -> ml_collections.ConfigDict:
+    """Returns the config of `variant` (see module docstring).
+
+    Raises:
+      ValueError: for an unknown variant.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}.")
+    c = ml_collections.ConfigDict()
+    c.experiment = "flows.experiment"  # module with build_model / build_task
+    c.task = "mnist"  # mnist | toy (flows.experiment dispatches on it)
+    c.variant = variant
+    c.seed = 0
+    c.strategy = "default"  # early stopping needs the default strategy (see README)
+    c.num_cpu_devices = 0
+    c.deterministic = True
+
+    c.data = ml_collections.ConfigDict()
+    c.data.dataset = "mnist"
+    c.data.data_dir = ""  # empty: $GENMODELS_DATA_DIR or ~/.cache/genmodels
+    c.data.source = "auto"  # auto | tfds | idx | npm
+    c.data.validation_size = 10_000  # MAF: last 10,000 of train validate (50k / 10k / 10k)
+    c.data.dequantization_seed = 42  # MAF code; split i draws with default_rng([42, i])
+    c.data.num_train_images = 0  # 0: all 50,000; smoke trains on a prefix
+
+    c.model = ml_collections.ConfigDict()
+    c.model.flow = "maf"  # maf | realnvp | made (flows.make_flow)
+    c.model.num_layers = 5  # MAF(5) / RealNVP(5) (MAF Table 2)
+    c.model.hidden_units = (1024,)  # MAF App.: 1024 units for MNIST (1 or 2 layers, best on val.)
+    c.model.activation = "relu"  # relu | tanh (MAF App.: ReLU)
+    c.model.hidden_degrees = "sequential"  # MADE degrees: sequential (MAF code) | random
+    c.model.batch_norm = True  # after every MADE / coupling (MAF sec. 3.4); False for made
+    c.model.log_scale_bound = config_dict.placeholder(float)  # None: unbounded (the paper)
+
+    c.batch_size = 100  # MAF App.
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.learning_rate = 1e-4  # MAF App.: 1e-4 for flows, 1e-3 for MADE
+    c.optimizer.beta_1 = 0.9
+    c.optimizer.beta_2 = 0.999
+    c.optimizer.epsilon = 1e-8
+    c.optimizer.weight_decay = 1e-6  # MAF App.: L2 coefficient on weight matrices, lambda sum w^2
+
+    c.loop = training.loop_config()
+    c.loop.num_steps = 1000 * 500  # an upper bound: 1000 epochs of 500 steps; early stopping ends
+    c.loop.log_every = 100
+    c.loop.summary_every = 100
+    c.loop.image_every = 1_000_000  # images at the end of every validation epoch only
+    c.loop.checkpoint_every = 5_000  # also at the end of every validation epoch
+
+    c.early_stopping = ml_collections.ConfigDict()
+    c.early_stopping.patience_epochs = 30  # MAF App.: stop after 30 epochs without improvement
+    c.early_stopping.eval_every_epochs = 1  # MAF App.: validation checked every epoch
+    # Training images for the batch-norm statistics at each validation check (0: all, as the MAF
+    # code); the test evaluation always uses eval.batch_norm_examples.
+    c.early_stopping.batch_norm_examples = 0
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 1000  # images per log_prob call
+    c.eval.batch_norm_examples = 0  # 0: batch-norm statistics from the whole training split
+    c.eval.num_validation_images = 0  # 0: all 10,000
+    c.eval.num_test_images = 0  # 0: all 10,000
+    c.eval.num_samples = 16  # images drawn for TensorBoard at every validation check
+    c.eval.after_training = True  # flows.train evaluates the best checkpoint on the test split
+
+    if variant == "realnvp5":
+        c.model.flow = "realnvp"
+    elif variant == "made":
+        c.model.flow = "made"
+        c.model.num_layers = 1
+        c.model.batch_norm = False
+        c.optimizer.learning_rate = 1e-3  # MAF App.: 1e-3 for MADE
+    elif variant == "cpu":
+        c.loop.num_steps = 15 * 500  # 15 epochs
+        c.early_stopping.patience_epochs = 5
+        c.early_stopping.batch_norm_examples = 10_000
+        c.eval.num_samples = 8
+    elif variant == "smoke":
+        c.data.num_train_images = 200
+        c.model.num_layers = 2
+        c.model.hidden_units = (16,)
+        c.batch_size = 20
+        c.optimizer.learning_rate = 1e-3
+        c.loop.num_steps = 20  # 2 epochs of 10 steps
+        c.loop.log_every = 5
+        c.loop.summary_every = 5
+        c.loop.checkpoint_every = 10
+        c.early_stopping.patience_epochs = 1
+        c.eval.batch_size = 50
+        c.eval.num_validation_images = 100
+        c.eval.num_test_images = 100
+        c.eval.num_samples = 4
+    return c

@@ -1,0 +1,52 @@
+r"""Trains a normalizing flow: MNIST density estimation (MAF paper) or a 2-D toy target.
+
+  python -m flows.train --config=flows/configs/mnist.py:maf5
+  python -m flows.train --config=flows/configs/mnist.py:cpu --resume   # continue the newest run
+  python -m flows.train --config=flows/configs/toy.py:two_moons
+  python -m flows.train --config=flows/configs/toy.py:u3 --config.model.flow=radial
+
+Each run goes to <results_dir>/<run_name>/<N>/ (config, checkpoints, TensorBoard events). MNIST
+runs stop early on the validation log-likelihood (early_stopping.json, best model in best/);
+then the best model is evaluated on the test split (flows.evaluate) and the figures are printed
+and written to metrics.json (toys: also density.png and samples.png).
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from common import cli, datasets, experiment, training
+from flows import experiment as flows_experiment
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    "flows/configs/mnist.py:maf5",
+    "Config file and variant, e.g. flows/configs/mnist.py:maf5 (maf5, realnvp5, made, cpu, "
+    "smoke) or flows/configs/toy.py:two_moons (see that file). Override any field with "
+    "--config.<field>=<value>, e.g. --config.early_stopping.patience_epochs=10.",
+    lock_config=True,
+)
+cli.define_run_flags("flows")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    try:
+        config, run_dir, resume_from = cli.prepare_run(
+            _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
+        )
+        metrics = flows_experiment.train_and_evaluate(config, run_dir, resume_from)
+    except (
+        experiment.RunError,
+        datasets.DataError,
+        training.NonFiniteError,
+        ValueError,
+    ) as e:
+        cli.fail(e)
+    if metrics is not None:
+        print(flows_experiment.format_metrics(run_dir, metrics))
+
+
+if __name__ == "__main__":
+    app.run(main)

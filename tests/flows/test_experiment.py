@@ -1,0 +1,231 @@
+"""End to end on real MNIST with the `smoke` config through `python -m flows.train`: early
+stopping state, metrics.json (test log-likelihood in nats and bits/pixel), the checkpoint round
+trip through `load_from_checkpoint`; plus the early-stopping logic and the configs."""
+
+import json
+import math
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import tensorflow as tf
+from absl.testing import parameterized
+from tensorboard.backend.event_processing import event_accumulator
+
+from common import datasets, experiment, training
+from flows import experiment as flows_experiment
+from flows.configs import mnist as mnist_configs
+from flows.configs import toy as toy_configs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SMOKE = "--config=flows/configs/mnist.py:smoke"  # 2 epochs of 10 steps, 100 test images
+
+
+def _run(module, *args, timeout=300):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
+    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    proc = subprocess.run(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    if proc.returncode != 0:
+        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
+    return proc
+
+
+class MnistEndToEndTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.results = tempfile.mkdtemp(prefix="flows_e2e_")
+        cls.proc = _run("flows.train", SMOKE, f"--results_dir={cls.results}", "--run_name=ref")
+        cls.run_dir = os.path.join(cls.results, "ref", "1")
+        with open(os.path.join(cls.run_dir, "metrics.json")) as f:
+            cls.metrics = json.load(f)
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.results, ignore_errors=True)
+        super().tearDownClass()
+
+    def test_metrics_json_has_finite_test_log_likelihood_and_bits_per_pixel(self):
+        m = self.metrics
+        self.assertIn("test log-likelihood (logit space)", self.proc.stdout)
+        self.assertEqual(m["step"], 20)
+        self.assertEqual(m["num_test_images"], 100)
+        for name in (
+            "test_log_likelihood",
+            "test_log_likelihood_2se",
+            "test_bits_per_pixel",
+            "test_bits_per_pixel_2se",
+        ):
+            self.assertTrue(math.isfinite(m[name]), name)
+        self.assertGreater(m["test_log_likelihood_2se"], 0)
+        # Untrained-ish but sane: better than nothing, worse than the MAF paper's models.
+        self.assertBetween(m["test_bits_per_pixel"], 1.5, 8.0)
+        # bits/pixel = 8 - (log p(y) + log|dy/dx|) / (D ln 2), averaged over the same images.
+        config = experiment.load_config(self.run_dir)
+        y = flows_experiment._flat_logits(flows_experiment.load_mnist_data(config).test)
+        jacobian = float(tf.reduce_mean(datasets.logit_log_det_jacobian(y)))
+        expected = 8 - (m["test_log_likelihood"] + jacobian) / (784 * math.log(2))
+        self.assertAllClose(m["test_bits_per_pixel"], expected, atol=1e-4)
+
+    def test_early_stopping_state_and_best_checkpoint(self):
+        state = flows_experiment.load_early_stopping(self.run_dir)
+        self.assertEqual([s for s, _ in state.history], [10, 20])  # one validation per epoch
+        self.assertEqual(state.patience_steps, 10)  # 1 epoch of 10 steps
+        self.assertEqual(state.best_value, max(v for _, v in state.history))
+        best = os.path.join(self.run_dir, state.best_checkpoint)
+        self.assertTrue(os.path.exists(best + ".index"))
+        self.assertEqual(self.metrics["checkpoint"], best)
+        self.assertEqual(
+            [experiment.checkpoint_step(p) for p in experiment.checkpoint_paths(self.run_dir)],
+            [10, 20],
+        )
+
+    def test_tensorboard_scalars_and_images(self):
+        def tags(sub):
+            acc = event_accumulator.EventAccumulator(
+                os.path.join(self.run_dir, sub), size_guidance={"tensors": 0}
+            )
+            acc.Reload()
+            return set(acc.Tags()["tensors"])
+
+        self.assertContainsSubset(
+            {"log_likelihood", "bits_per_pixel", "loss/model", "grad_norm", "input", "samples"},
+            tags("train"),
+        )
+        self.assertContainsSubset({"log_likelihood", "bits_per_pixel"}, tags("validation"))
+        self.assertContainsSubset({"test_log_likelihood", "test_bits_per_pixel"}, tags("test"))
+
+    def test_load_from_checkpoint_reproduces_the_test_metrics(self):
+        restored = experiment.load_from_checkpoint(self.run_dir, self.metrics["checkpoint"])
+        self.assertIsInstance(restored.model, flows_experiment.FlowDensity)
+        # evaluate_run rebuilds the model from config.json and the checkpoint alone.
+        again = flows_experiment.evaluate_run(self.run_dir)
+        for name in ("test_log_likelihood", "test_bits_per_pixel", "validation_log_likelihood"):
+            self.assertAllClose(again[name], self.metrics[name], rtol=1e-6, msg=name)
+        # The restored model is the trained one, not a fresh initialization.
+        fresh = flows_experiment.build_model(restored.config)
+        y = tf.random.stateless_normal([4, 784], [1, 2])
+        self.assertNotAllClose(
+            restored.model.log_prob(y, training=False), fresh.log_prob(y, training=False)
+        )
+        names = lambda m: sorted(v.name for v in m.variables)
+        self.assertEqual(names(restored.model), names(fresh))
+
+    def test_epoch_chunks_follow_the_uninterrupted_trajectory(self):
+        """Early stopping ran the loop in epoch chunks (validation and batch-norm statistics in
+        between); the parameters equal those of one uninterrupted call of the loop."""
+        config = mnist_configs.get_config("smoke")
+        config.early_stopping.patience_epochs = 0  # one call of common.training.train
+        config.eval.after_training = False
+        run_dir = os.path.join(self.results, "plain")
+        os.makedirs(run_dir)
+        experiment.write_run_info(run_dir, config, ["test"])
+        result, state = flows_experiment.train_mnist(config, run_dir, None)
+        self.assertIsNone(state)
+        self.assertEqual(result.step, 20)
+        plain = experiment.load_from_checkpoint(run_dir).model
+        chunked = experiment.load_from_checkpoint(self.run_dir).model  # model.ckpt-20
+        for u, v in zip(chunked.trainable_variables, plain.trainable_variables, strict=True):
+            self.assertAllEqual(u, v, msg=u.name)
+
+
+class EarlyStoppingTest(tf.test.TestCase):
+    def test_stops_after_patience_without_improvement(self):
+        state = flows_experiment.EarlyStopping(patience_steps=3)
+        self.assertFalse(state.should_stop)
+        improved = [state.update(s, v) for s, v in enumerate([1.0, 2.0, 1.5, 1.9, 1.99], 1)]
+        self.assertEqual(improved, [True, True, False, False, False])
+        self.assertEqual((state.best_step, state.best_value), (2, 2.0))
+        self.assertTrue(state.should_stop)  # 5 - 2 >= 3
+
+    def test_non_finite_scores_never_improve(self):
+        state = flows_experiment.EarlyStopping(patience_steps=2)
+        self.assertFalse(state.update(1, float("nan")))
+        self.assertFalse(state.update(2, -float("inf")))
+        self.assertIsNone(state.best_step)
+        self.assertTrue(state.should_stop)
+        self.assertTrue(state.update(3, -5.0))
+
+    def test_json_round_trip_and_order(self):
+        state = flows_experiment.EarlyStopping(patience_steps=10)
+        state.update(5, -3.0)
+        state.best_checkpoint = "best/model.ckpt-5"
+        copy = flows_experiment.EarlyStopping.from_dict(json.loads(json.dumps(state.to_dict())))
+        self.assertEqual(copy.to_dict(), state.to_dict())
+        with self.assertRaisesRegex(ValueError, "step order"):
+            state.update(5, 1.0)
+
+
+class ConfigTest(tf.test.TestCase, parameterized.TestCase):
+    def test_paper_variants(self):
+        maf = mnist_configs.get_config("maf5")
+        self.assertEqual((maf.model.flow, maf.model.num_layers), ("maf", 5))
+        self.assertEqual(tuple(maf.model.hidden_units), (1024,))
+        self.assertEqual((maf.batch_size, maf.optimizer.learning_rate), (100, 1e-4))
+        self.assertEqual(maf.early_stopping.patience_epochs, 30)
+        self.assertEqual(maf.data.validation_size, 10_000)
+        self.assertEqual(maf.data.dequantization_seed, 42)
+        self.assertEqual(mnist_configs.get_config("realnvp5").model.flow, "realnvp")
+        made = mnist_configs.get_config("made")
+        self.assertEqual((made.model.flow, made.optimizer.learning_rate), ("made", 1e-3))
+        self.assertFalse(made.model.batch_norm)
+        with self.assertRaisesRegex(ValueError, "Unknown variant"):
+            mnist_configs.get_config("maf10")
+
+    @parameterized.parameters("two_moons", "pinwheel,smoke", "u3", "u4,smoke")
+    def test_toy_variants(self, variant):
+        config = toy_configs.get_config(variant)
+        energy = variant.startswith("u")
+        self.assertEqual(config.model.flow, "planar" if energy else "maf")
+        self.assertEqual(config.target, variant.split(",")[0])
+
+    def test_unknown_toy_variant(self):
+        with self.assertRaisesRegex(ValueError, "target one of"):
+            toy_configs.get_config("u5")
+        with self.assertRaisesRegex(ValueError, "Unknown variant"):
+            toy_configs.get_config("u1,fast")
+
+    def test_early_stopping_needs_the_default_strategy(self):
+        config = mnist_configs.get_config("smoke")
+        config.strategy = "mirrored"
+        with self.assertRaisesRegex(ValueError, "patience_epochs=0"):
+            flows_experiment.train_mnist(config, tempfile.gettempdir(), None)
+
+    def test_made_variant_builds_without_batch_norm(self):
+        config = mnist_configs.get_config("made")
+        config.model.hidden_units = (8,)
+        model = flows_experiment.build_model(config)
+        self.assertLen(model.trainable_variables, 4)  # two masked layers, weights and biases
+        self.assertLen(model.weight_matrices, 2)
+        self.assertFalse(model.has_batch_norm)
+
+    def test_loss_carries_the_weight_decay_once(self):
+        config = mnist_configs.get_config("smoke")
+        task = flows_experiment.MnistDensityTask(config, data=_tiny_data())
+        batch = next(iter(task.train_dataset(0)))
+        out = task.step(batch, tf.constant([0, 0]))
+        decay = sum(float(tf.reduce_sum(w**2)) for w in task.model.weight_matrices) * 1e-6
+        self.assertAllClose(out.losses["model"], -out.metrics["log_likelihood"] + decay)
+        self.assertIsInstance(out, training.StepOutput)
+        self.assertTrue(task.model.has_batch_norm)
+
+
+def _tiny_data() -> flows_experiment.MnistData:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(size=[3, 40, 28, 28]).astype(np.float32)
+    return flows_experiment.MnistData(*x)
+
+
+if __name__ == "__main__":
+    tf.test.main()
