@@ -6,9 +6,12 @@ import os
 import sys
 
 import ml_collections
-from absl import flags, logging
+from absl import app, flags, logging
 
-from common import experiment
+from common import datasets, experiment, training
+
+# Errors about the user's input, files or run (not bugs): reported in one line.
+USER_ERRORS = (experiment.RunError, datasets.DataError, training.NonFiniteError, ValueError)
 
 
 def define_run_flags(default_run_name: str) -> None:
@@ -96,6 +99,21 @@ def prepare_run(
         logging.info("New run folder %s", run_dir)
     experiment.write_run_info(run_dir, config, argv)
     return config, run_dir, resume_from
+
+
+def no_extra_args(argv: list[str]) -> None:
+    """Rejects positional arguments (absl already rejects unknown flags)."""
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+
+
+def run_or_fail(fn, *args, **kwargs):
+    """Returns `fn(*args, **kwargs)`; a `USER_ERRORS` exception exits with status
+    1 and a one-line message instead of a traceback."""
+    try:
+        return fn(*args, **kwargs)
+    except USER_ERRORS as e:
+        fail(e)
 
 
 def fail(error: Exception) -> None:

@@ -103,7 +103,8 @@ def versions() -> dict[str, str]:
     }
 
 
-def _write_json(path: str, obj: Any) -> None:
+def write_json(path: str, obj: Any) -> None:
+    """Writes `obj` as JSON atomically (a temporary file, then `os.replace`)."""
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
         json.dump(obj, f, indent=2, sort_keys=True)
@@ -117,7 +118,7 @@ def write_run_info(run_dir: str, config: ml_collections.ConfigDict, argv: Sequen
     On resume `config.json` is rewritten with the (possibly extended) config,
     and `flags.json` keeps the history of command lines under `restarts`.
     """
-    _write_json(os.path.join(run_dir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
+    write_json(os.path.join(run_dir, CONFIG_FILE), json.loads(config.to_json_best_effort()))
     flags_path = os.path.join(run_dir, FLAGS_FILE)
     now = datetime.datetime.now().isoformat(timespec="seconds")
     commit = _git("rev-parse", "HEAD")
@@ -134,7 +135,7 @@ def write_run_info(run_dir: str, config: ml_collections.ConfigDict, argv: Sequen
         info.setdefault("restarts", []).append(entry)
     else:
         info = dict(entry)
-    _write_json(flags_path, info)
+    write_json(flags_path, info)
     diff = _git("diff", "HEAD")
     with open(os.path.join(run_dir, GIT_DIFF_FILE), "a") as f:
         f.write(f"=== {now} commit {entry['git_commit']}\n{diff or ''}\n")

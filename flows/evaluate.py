@@ -11,7 +11,7 @@ TensorBoard under <run_dir>/test.
 
 from absl import app, flags
 
-from common import cli, datasets, experiment
+from common import cli
 from flows import experiment as flows_experiment
 
 flags.DEFINE_string("run_dir", None, "Run folder written by flows.train, e.g. results/flows/1.")
@@ -25,12 +25,10 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        metrics = flows_experiment.evaluate_run(FLAGS.run_dir, FLAGS.checkpoint or None)
-    except (experiment.RunError, datasets.DataError, ValueError) as e:
-        cli.fail(e)
+    cli.no_extra_args(argv)
+    metrics = cli.run_or_fail(
+        flows_experiment.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None
+    )
     print(flows_experiment.format_metrics(FLAGS.run_dir, metrics))
 
 

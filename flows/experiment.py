@@ -159,14 +159,6 @@ def _mean_and_2se(values: np.ndarray) -> tuple[float, float]:
     return float(values.mean()), float(2 * values.std(ddof=1) / math.sqrt(len(values)))
 
 
-def _write_json(path: str, obj: Any) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 # -- MNIST ---------------------------------------------------------------------------------------
 
 
@@ -591,7 +583,7 @@ def train_mnist(
                 state.best_value,
                 (state.best_step or 0) / per_epoch,
             )
-            _write_json(os.path.join(run_dir, EARLY_STOPPING_FILE), state.to_dict())
+            experiment.write_json(os.path.join(run_dir, EARLY_STOPPING_FILE), state.to_dict())
         resume_from = experiment.latest_checkpoint(run_dir)
     if state.should_stop:
         logging.info(
@@ -681,7 +673,7 @@ def evaluate_run(run_dir: str, checkpoint_path: str | None = None) -> dict[str, 
             metrics["early_stopped"] = state.should_stop
     else:
         metrics.update(_evaluate_toy(restored.model, config, run_dir, restored.step))
-    _write_json(os.path.join(run_dir, METRICS_FILE), metrics)
+    experiment.write_json(os.path.join(run_dir, METRICS_FILE), metrics)
     _write_test_scalars(run_dir, metrics, restored.step)
     return metrics
 

@@ -14,7 +14,7 @@ and written to metrics.json (toys: also density.png and samples.png).
 from absl import app, flags
 from ml_collections import config_flags
 
-from common import cli, datasets, experiment, training
+from common import cli
 from flows import experiment as flows_experiment
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -26,24 +26,20 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 cli.define_run_flags("flows")
+flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
 FLAGS = flags.FLAGS
 
 
+def _train_and_evaluate():
+    config, run_dir, resume_from = cli.prepare_run(
+        _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
+    )
+    return run_dir, flows_experiment.train_and_evaluate(config, run_dir, resume_from)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config, run_dir, resume_from = cli.prepare_run(
-            _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
-        )
-        metrics = flows_experiment.train_and_evaluate(config, run_dir, resume_from)
-    except (
-        experiment.RunError,
-        datasets.DataError,
-        training.NonFiniteError,
-        ValueError,
-    ) as e:
-        cli.fail(e)
+    cli.no_extra_args(argv)
+    run_dir, metrics = cli.run_or_fail(_train_and_evaluate)
     if metrics is not None:
         print(flows_experiment.format_metrics(run_dir, metrics))
 

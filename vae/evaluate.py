@@ -11,7 +11,7 @@ signal-to-noise ratio of Rainforth et al. (2018, eq. 13). Results go to
 
 from absl import app, flags
 
-from common import cli, datasets, experiment
+from common import cli
 from vae import experiment as vae_experiment
 
 flags.DEFINE_string("run_dir", None, "Run folder written by vae.train, e.g. results/vae/1.")
@@ -36,18 +36,15 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        metrics = vae_experiment.evaluate_run(
-            FLAGS.run_dir,
-            FLAGS.checkpoint or None,
-            FLAGS.num_samples or None,
-            FLAGS.gradient_snr_repeats,
-            FLAGS.progress,
-        )
-    except (experiment.RunError, datasets.DataError, ValueError) as e:
-        cli.fail(e)
+    cli.no_extra_args(argv)
+    metrics = cli.run_or_fail(
+        vae_experiment.evaluate_run,
+        FLAGS.run_dir,
+        FLAGS.checkpoint or None,
+        FLAGS.num_samples or None,
+        FLAGS.gradient_snr_repeats,
+        FLAGS.progress,
+    )
     print(vae_experiment.format_metrics(FLAGS.run_dir, metrics))
 
 

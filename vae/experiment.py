@@ -17,7 +17,7 @@ import tf_keras
 import tqdm
 from absl import logging
 
-from common import datasets, summaries, training
+from common import datasets, experiment, summaries, training
 from vae import estimators, modules
 
 
@@ -369,10 +369,6 @@ def evaluate_run(
     Raises:
       common.experiment.RunError: bad run folder or checkpoint.
     """
-    import json
-
-    from common import experiment
-
     restored = experiment.load_from_checkpoint(run_dir, checkpoint_path)
     config, model = restored.config, restored.model
     task_config = ml_collections.ConfigDict(config.to_dict())
@@ -411,9 +407,7 @@ def evaluate_run(
     if snr_repeats:
         x = next(iter(big_batches))["image"][:100]
         metrics.update(gradient_snr(model, task_config, x, snr_repeats, config.seed))
-    with open(os.path.join(run_dir, "metrics.json.tmp"), "w") as f:
-        json.dump(metrics, f, indent=2)
-    os.replace(os.path.join(run_dir, "metrics.json.tmp"), os.path.join(run_dir, "metrics.json"))
+    experiment.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     writer = tf.summary.create_file_writer(os.path.join(run_dir, "test"))
     with writer.as_default():
         for name, v in metrics.items():

@@ -12,7 +12,7 @@ figures are printed and written to metrics.json.
 from absl import app, flags
 from ml_collections import config_flags
 
-from common import cli, datasets, experiment, training
+from common import cli, training
 from vae import experiment as vae_experiment
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -29,25 +29,21 @@ flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under -
 FLAGS = flags.FLAGS
 
 
+def _train_and_evaluate():
+    config, run_dir, resume_from = cli.prepare_run(
+        _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
+    )
+    result = training.train(config, run_dir, vae_experiment.build_task, resume_from)
+    if result.interrupted or not config.eval.after_training:
+        return None
+    return run_dir, vae_experiment.evaluate_run(run_dir)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config, run_dir, resume_from = cli.prepare_run(
-            _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
-        )
-        result = training.train(config, run_dir, vae_experiment.build_task, resume_from)
-        if result.interrupted or not config.eval.after_training:
-            return
-        metrics = vae_experiment.evaluate_run(run_dir)
-    except (
-        experiment.RunError,
-        datasets.DataError,
-        training.NonFiniteError,
-        ValueError,
-    ) as e:
-        cli.fail(e)
-    print(vae_experiment.format_metrics(run_dir, metrics))
+    cli.no_extra_args(argv)
+    out = cli.run_or_fail(_train_and_evaluate)
+    if out is not None:
+        print(vae_experiment.format_metrics(*out))
 
 
 if __name__ == "__main__":
