@@ -354,3 +354,36 @@ class VAEEndToEndTest(tf.test.TestCase):
         )
         self.assertEqual(proc.returncode, 1, proc.stderr[-2000:])
         self.assertRegex(proc.stderr, r"Non-finite .* at step \d+")
+
+    def test_piwae_trains_and_gradient_snr_is_reported(self):
+        # PIWAE(2, 3): separate objectives for the inference and generative groups.
+        results = os.path.join(self.results, "piwae")
+        proc = _run(
+            "vae.train",
+            SMOKE,
+            "--config.objective.estimator=piwae",
+            "--config.objective.num_groups=2",
+            "--config.objective.num_samples=3",
+            f"--results_dir={results}",
+            "--run_name=p",
+        )
+        self.assertIn("NLL", proc.stdout)
+        run_dir = os.path.join(results, "p", "1")
+        acc = event_accumulator.EventAccumulator(
+            os.path.join(run_dir, "train"), size_guidance={"tensors": 0}
+        )
+        acc.Reload()
+        self.assertIn("loss/inference", acc.Tags()["tensors"])
+        self.assertIn("loss/generative", acc.Tags()["tensors"])
+        _run(
+            "vae.evaluate",
+            f"--run_dir={run_dir}",
+            "--gradient_snr_repeats=8",
+            "--num_samples=10",
+            "--progress=false",
+        )
+        with open(os.path.join(run_dir, "metrics.json")) as f:
+            metrics = json.load(f)
+        for name in ("gradient_snr_inference", "gradient_snr_generative"):
+            self.assertGreater(metrics[name], 0.0)
+            self.assertTrue(np.isfinite(metrics[name]))
