@@ -560,39 +560,63 @@ def static_binarize(images: np.ndarray, seed: int, data_dir: str | None = None) 
       DataError: a stored draw has the wrong shape/dtype or contradicts `images` (a pixel 0 drawn
         as 1 or a pixel 255 drawn as 0); it is left untouched.
     """
+
+    def draw(rows, rng):
+        return rng.random(rows.shape) < rows / 255.0
+
+    def matches(binary, images):
+        return not (np.any(binary[images == 0] != 0) or np.any(binary[images == 255] != 1))
+
+    return _stored_draw(
+        images,
+        "static_binarize",
+        "static binarization",
+        "static_binarized",
+        _seed_tag(seed),
+        int(seed),
+        np.uint8,
+        data_dir,
+        draw,
+        matches,
+    )
+
+
+def _stored_draw(images, fn_name, what, stem, seed_tag, rng_seed, dtype, data_dir, draw, matches):
+    """A fixed random draw derived from uint8 `images`, computed once and stored.
+
+    Loads `<data_dir>/mnist/<stem>_<fingerprint of images>_<seed_tag>.npy` when it exists and is
+    consistent (`shape`, `dtype`, `matches(stored, images)`); otherwise draws it with
+    `np.random.default_rng(rng_seed)`, `draw(rows, rng)` on chunks of 10,000 flattened images
+    (the same stream as one call), and writes it atomically. An inconsistent stored file raises
+    `DataError` and is left untouched; an unwritable data dir only logs a warning.
+    """
     images = np.asarray(images)
     if images.dtype != np.uint8:
-        raise ValueError(f"static_binarize expects uint8 images, got {images.dtype}.")
+        raise ValueError(f"{fn_name} expects uint8 images, got {images.dtype}.")
     mnist_dir = os.path.join(data_dir or default_data_dir(), "mnist")
-    path = os.path.join(mnist_dir, f"static_binarized_{_fingerprint(images)}_{int(seed)}.npy")
+    path = os.path.join(mnist_dir, f"{stem}_{_fingerprint(images)}_{seed_tag}.npy")
     if os.path.isfile(path):
-        binary = np.load(path)
-        if (
-            binary.shape != images.shape
-            or binary.dtype != np.uint8
-            or np.any(binary[images == 0] != 0)
-            or np.any(binary[images == 255] != 1)
-        ):
+        stored = np.load(path)
+        if stored.shape != images.shape or stored.dtype != dtype or not matches(stored, images):
             raise DataError(
-                f"Stored static binarization {path} does not match the images (shape "
-                f"{binary.shape} {binary.dtype} vs {images.shape}); delete it to redraw."
+                f"Stored {what} {path} does not match the images (shape {stored.shape} "
+                f"{stored.dtype} vs {images.shape} {np.dtype(dtype)}); delete it to redraw."
             )
-        return binary
-    rng = np.random.default_rng(int(seed))
+        return stored
+    rng = np.random.default_rng(rng_seed)
     flat = images.reshape(len(images), -1)
-    binary = np.empty(flat.shape, np.uint8)
-    for start in range(0, len(flat), 10_000):  # Chunks draw the same stream as a single call.
-        rows = flat[start : start + 10_000]
-        binary[start : start + 10_000] = rng.random(rows.shape) < rows / 255.0
-    binary = binary.reshape(images.shape)
+    out = np.empty(flat.shape, dtype)
+    for start in range(0, len(flat), 10_000):
+        out[start : start + 10_000] = draw(flat[start : start + 10_000], rng)
+    out = out.reshape(images.shape)
     buffer = io.BytesIO()
-    np.save(buffer, binary)
+    np.save(buffer, out)
     try:
         os.makedirs(mnist_dir, exist_ok=True)
         _write_atomic(path, buffer.getvalue())
     except OSError as e:
-        logging.warning("Could not store the static binarization in %s: %s", path, e)
-    return binary
+        logging.warning("Could not store the %s in %s: %s", what, path, e)
+    return out
 
 
 def _binary_to_float(images, seed=None) -> tf.Tensor:
@@ -670,41 +694,28 @@ def static_dequantize(
       DataError: a stored draw has the wrong shape/dtype or contradicts `images`; it is left
         untouched.
     """
-    images = np.asarray(images)
-    if images.dtype != np.uint8:
-        raise ValueError(f"static_dequantize expects uint8 images, got {images.dtype}.")
-    mnist_dir = os.path.join(data_dir or default_data_dir(), "mnist")
-    path = os.path.join(mnist_dir, f"dequantized_{_fingerprint(images)}_{_seed_tag(seed)}.npy")
-    if os.path.isfile(path):
-        x = np.load(path)
-        if (
-            x.shape != images.shape
-            or x.dtype != np.float32
-            or np.any(np.floor(x * 256) != images)  # x * 256 is exact in float32.
-        ):
-            raise DataError(
-                f"Stored dequantization {path} does not match the images (shape {x.shape} "
-                f"{x.dtype} vs {images.shape}, or floor(256 x) != pixel); delete it to redraw."
-            )
-        return x
-    rng = np.random.default_rng([int(s) for s in np.atleast_1d(seed)])
-    flat = images.reshape(len(images), -1)
-    x = np.empty(flat.shape, np.float32)
-    for start in range(0, len(flat), 10_000):  # Chunks draw the same stream as a single call.
-        k = flat[start : start + 10_000].astype(np.float64)
-        chunk = ((k + rng.random(k.shape)) / 256).astype(np.float32)
+
+    def draw(rows, rng):
+        k = rows.astype(np.float64)
+        x = ((k + rng.random(k.shape)) / 256).astype(np.float32)
         # Rounding to float32 may reach (k + 1) / 256 (exact in float32): stay below it.
-        upper = np.nextafter(((k + 1) / 256).astype(np.float32), np.float32(0))
-        x[start : start + 10_000] = np.minimum(chunk, upper)
-    x = x.reshape(images.shape)
-    buffer = io.BytesIO()
-    np.save(buffer, x)
-    try:
-        os.makedirs(mnist_dir, exist_ok=True)
-        _write_atomic(path, buffer.getvalue())
-    except OSError as e:
-        logging.warning("Could not store the dequantization in %s: %s", path, e)
-    return x
+        return np.minimum(x, np.nextafter(((k + 1) / 256).astype(np.float32), np.float32(0)))
+
+    def matches(x, images):
+        return not np.any(np.floor(x * 256) != images)  # x * 256 is exact in float32.
+
+    return _stored_draw(
+        images,
+        "static_dequantize",
+        "dequantization",
+        "dequantized",
+        _seed_tag(seed),
+        [int(v) for v in np.atleast_1d(seed)],
+        np.float32,
+        data_dir,
+        draw,
+        matches,
+    )
 
 
 def logit_transform(x, alpha: float = LOGIT_ALPHA) -> tf.Tensor:
