@@ -13,7 +13,7 @@ the baseline). Results go to <run_dir>/metrics.json and to TensorBoard under
 from absl import app, flags
 
 from air import experiment as air_experiment
-from common import cli, datasets, experiment
+from common import cli
 
 flags.DEFINE_string("run_dir", None, "Run folder written by air.train, e.g. results/air/1.")
 flags.DEFINE_string(
@@ -24,12 +24,8 @@ FLAGS = flags.FLAGS
 
 
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        metrics = air_experiment.evaluate_run(FLAGS.run_dir, FLAGS.checkpoint or None)
-    except (experiment.RunError, datasets.DataError, ValueError) as e:
-        cli.fail(e)
+    cli.no_extra_args(argv)
+    metrics = cli.run_or_fail(air_experiment.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None)
     print(air_experiment.format_metrics(FLAGS.run_dir, metrics))
 
 

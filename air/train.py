@@ -15,7 +15,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from air import experiment as air_experiment
-from common import cli, datasets, experiment, training
+from common import cli, training
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
@@ -25,28 +25,25 @@ _CONFIG = config_flags.DEFINE_config_file(
     lock_config=True,
 )
 cli.define_run_flags("air")
+flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
 FLAGS = flags.FLAGS
 
 
+def _train_and_evaluate():
+    config, run_dir, resume_from = cli.prepare_run(
+        _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
+    )
+    result = training.train(config, run_dir, air_experiment.build_task, resume_from)
+    if result.interrupted or not config.eval.after_training:
+        return None
+    return run_dir, air_experiment.evaluate_run(run_dir)
+
+
 def main(argv):
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
-    try:
-        config, run_dir, resume_from = cli.prepare_run(
-            _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
-        )
-        result = training.train(config, run_dir, air_experiment.build_task, resume_from)
-        if result.interrupted or not config.eval.after_training:
-            return
-        metrics = air_experiment.evaluate_run(run_dir)
-    except (
-        experiment.RunError,
-        datasets.DataError,
-        training.NonFiniteError,
-        ValueError,
-    ) as e:
-        cli.fail(e)
-    print(air_experiment.format_metrics(run_dir, metrics))
+    cli.no_extra_args(argv)
+    out = cli.run_or_fail(_train_and_evaluate)
+    if out is not None:
+        print(air_experiment.format_metrics(*out))
 
 
 if __name__ == "__main__":
