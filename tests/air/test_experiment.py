@@ -13,6 +13,7 @@ from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
 
 from air import experiment as air_experiment
+from air import model
 from air.configs import air as air_configs
 from common import experiment
 
@@ -139,6 +140,23 @@ class WiringTest(tf.test.TestCase, parameterized.TestCase):
             (c.prior.schedule, c.prior.hold_steps, c.prior.decay_steps),
             ("exponential", 1_000, 100_000),
         )
+
+    def test_cpu_variant_counts_by_construction(self):
+        """The two `cpu` defaults that make counting emerge (README "Robustness")."""
+        c = air_configs.get_config("cpu")
+        # MNIST digits are size-normalized into a 20x20 box: the window (2 * half-extent *
+        # canvas / 2 pixels) must exceed it by a few pixels of where-noise on each side, or
+        # a second step pays for drawing the rows the first window cut off.
+        window_px = c.model.where_scale_prior_mean * c.data.canvas_size
+        self.assertGreaterEqual(window_px, 20 * c.data.digit_scale + 4)
+        self.assertLess(c.model.where_scale_prior_mean, 1.0)
+        # Each extra step must cost far more than the ~4.6 nats of s = 0.01, with which the
+        # probes kept every step on for any image with a digit (count accuracy ~31%).
+        self.assertEqual(c.prior.schedule, "fixed")
+        extra_step_nats = -np.log(c.prior.step_prob)
+        self.assertGreaterEqual(extra_step_nats, 16.0)
+        log_p = model.num_steps_prior_log_probs(c.prior.step_prob, c.model.max_steps).numpy()
+        self.assertAllClose(log_p[1] - log_p[2], extra_step_nats, rtol=1e-6)
 
     def test_unknown_variant(self):
         with self.assertRaisesRegex(ValueError, "variant"):
