@@ -3,8 +3,6 @@
 
 import json
 import os
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -16,27 +14,10 @@ from air import experiment as air_experiment
 from air import model
 from air.configs import air as air_configs
 from common import experiment
+from tests import binaries
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 NUM_STEPS = 60
 SUMMARY_EVERY = 20
-
-
-def _run(module, *args, check=True, timeout=300):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
 
 
 def _events(path):
@@ -56,7 +37,7 @@ class AIREndToEndTest(tf.test.TestCase):
         cls.results = os.path.join(
             os.environ.get("TEST_TMPDIR", "/tmp"), f"air_e2e_{os.getpid()}_{time.time_ns()}"
         )
-        _run(
+        binaries.run(
             "air.train",
             "--config=air/configs/air.py:smoke",
             f"--config.loop.num_steps={NUM_STEPS}",
@@ -67,7 +48,7 @@ class AIREndToEndTest(tf.test.TestCase):
             "--run_name=smoke",
         )
         cls.run_dir = os.path.join(cls.results, "smoke", "1")
-        cls.eval_proc = _run("air.evaluate", f"--run_dir={cls.run_dir}")
+        cls.eval_proc = binaries.run("air.evaluate", f"--run_dir={cls.run_dir}")
         with open(os.path.join(cls.run_dir, "metrics.json")) as f:
             cls.metrics = json.load(f)
 

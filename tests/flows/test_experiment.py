@@ -6,8 +6,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 
 import numpy as np
@@ -19,26 +17,9 @@ from common import datasets, experiment, training
 from flows import experiment as flows_experiment
 from flows.configs import mnist as mnist_configs
 from flows.configs import toy as toy_configs
+from tests import binaries
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = "--config=flows/configs/mnist.py:smoke"  # 2 epochs of 10 steps, 100 test images
-
-
-def _run(module, *args, timeout=300):
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if proc.returncode != 0:
-        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
 
 
 class MnistEndToEndTest(tf.test.TestCase):
@@ -46,7 +27,9 @@ class MnistEndToEndTest(tf.test.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.results = tempfile.mkdtemp(prefix="flows_e2e_")
-        cls.proc = _run("flows.train", SMOKE, f"--results_dir={cls.results}", "--run_name=ref")
+        cls.proc = binaries.run(
+            "flows.train", SMOKE, f"--results_dir={cls.results}", "--run_name=ref"
+        )
         cls.run_dir = os.path.join(cls.results, "ref", "1")
         with open(os.path.join(cls.run_dir, "metrics.json")) as f:
             cls.metrics = json.load(f)

@@ -18,32 +18,11 @@ import tensorflow as tf
 from tensorboard.backend.event_processing import event_accumulator
 
 from common import experiment
+from tests import binaries
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 SMOKE = "--config=vae/configs/iwae.py:smoke"
 # 40 steps, checkpoints every 10; the test split is a 100-image prefix.
 SMOKE_ARGS = [SMOKE, "--config.loop.num_steps=40"]
-
-
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = ROOT + os.pathsep + env.get("PYTHONPATH", "")
-    env.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    return env
-
-
-def _run(module, *args, check=True, timeout=300):
-    proc = subprocess.run(
-        [sys.executable, "-m", module, *args],
-        cwd=ROOT,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
-    if check and proc.returncode != 0:
-        raise AssertionError(f"{module} {args} failed ({proc.returncode}):\n{proc.stderr[-4000:]}")
-    return proc
 
 
 def _params(run_dir, checkpoint=None):
@@ -74,7 +53,9 @@ class VAEEndToEndTest(tf.test.TestCase):
             os.environ.get("TEST_TMPDIR", "/tmp"), f"vae_e2e_{os.getpid()}_{time.time_ns()}"
         )
         # The reference: one uninterrupted 40-step run (it also evaluates the test prefix).
-        cls.proc = _run("vae.train", *SMOKE_ARGS, f"--results_dir={cls.results}", "--run_name=ref")
+        cls.proc = binaries.run(
+            "vae.train", *SMOKE_ARGS, f"--results_dir={cls.results}", "--run_name=ref"
+        )
         cls.run_dir = os.path.join(cls.results, "ref", "1")
 
     @classmethod
@@ -154,7 +135,7 @@ class VAEEndToEndTest(tf.test.TestCase):
                 "--load_fast=false",
                 "--reload_interval=1",
             ],
-            env=_env(),
+            env=binaries.env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -195,8 +176,8 @@ class VAEEndToEndTest(tf.test.TestCase):
                 "--run_name=k",
                 "--config.eval.after_training=False",
             ],
-            cwd=ROOT,
-            env=_env(),
+            cwd=binaries.ROOT,
+            env=binaries.env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
@@ -209,7 +190,7 @@ class VAEEndToEndTest(tf.test.TestCase):
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
         self.assertTrue(experiment.checkpoint_paths(run_dir))
-        _run(
+        binaries.run(
             "vae.train",
             *SMOKE_ARGS,
             f"--results_dir={results}",
@@ -237,8 +218,8 @@ class VAEEndToEndTest(tf.test.TestCase):
                 "--run_name=t",
                 "--config.eval.after_training=False",
             ],
-            cwd=ROOT,
-            env=_env(),
+            cwd=binaries.ROOT,
+            env=binaries.env(),
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
@@ -259,7 +240,7 @@ class VAEEndToEndTest(tf.test.TestCase):
 
     def test_mirrored_over_two_cpu_devices_matches_one_device(self):
         results = os.path.join(self.results, "mirrored")
-        _run(
+        binaries.run(
             "vae.train",
             *SMOKE_ARGS,
             "--config.strategy=mirrored",
@@ -277,7 +258,7 @@ class VAEEndToEndTest(tf.test.TestCase):
         self.assertGreater(moved, 1e-2)
 
     def test_unknown_config_field_is_a_clear_error(self):
-        proc = _run(
+        proc = binaries.run(
             "vae.train",
             SMOKE,
             "--config.objective.num_sampels=3",
@@ -289,12 +270,12 @@ class VAEEndToEndTest(tf.test.TestCase):
         self.assertFalse(os.path.exists(os.path.join(self.results, "bad")))
 
     def test_unknown_flag_is_a_clear_error(self):
-        proc = _run("vae.train", SMOKE, "--num_stepz=3", check=False)
+        proc = binaries.run("vae.train", SMOKE, "--num_stepz=3", check=False)
         self.assertNotEqual(proc.returncode, 0)
         self.assertIn("num_stepz", proc.stderr)
 
     def test_wrong_run_dir_is_a_clear_error(self):
-        proc = _run("vae.evaluate", f"--run_dir={self.results}/no/such/run", check=False)
+        proc = binaries.run("vae.evaluate", f"--run_dir={self.results}/no/such/run", check=False)
         self.assertEqual(proc.returncode, 1)
         self.assertIn("is not a run folder", proc.stderr)
         self.assertNotIn("Traceback", proc.stderr)
@@ -316,11 +297,11 @@ class VAEEndToEndTest(tf.test.TestCase):
             return {p: open(p, "rb").read() for p in paths}
 
         before = snapshot()
-        proc = _run("vae.evaluate", f"--run_dir={run_dir}", check=False)
+        proc = binaries.run("vae.evaluate", f"--run_dir={run_dir}", check=False)
         self.assertEqual(proc.returncode, 1)
         self.assertIn("Cannot restore checkpoint", proc.stderr)
         self.assertIn("model.ckpt-30", proc.stderr)  # names an earlier checkpoint to use
-        proc = _run(
+        proc = binaries.run(
             "vae.train",
             *SMOKE_ARGS,
             f"--results_dir={self.results}",
@@ -332,7 +313,7 @@ class VAEEndToEndTest(tf.test.TestCase):
         self.assertIn("Cannot restore checkpoint", proc.stderr)
         self.assertEqual(before, snapshot())
         # The earlier checkpoint still evaluates.
-        proc = _run(
+        proc = binaries.run(
             "vae.evaluate",
             f"--run_dir={run_dir}",
             f"--checkpoint={os.path.join(run_dir, 'model.ckpt-30')}",
@@ -343,7 +324,7 @@ class VAEEndToEndTest(tf.test.TestCase):
     def test_nan_loss_stops_with_a_clear_error(self):
         # A learning rate this large makes the logits overflow within a few steps.
         results = os.path.join(self.results, "nan")
-        proc = _run(
+        proc = binaries.run(
             "vae.train",
             *SMOKE_ARGS,
             "--config.optimizer.learning_rate=1e12",
@@ -358,7 +339,7 @@ class VAEEndToEndTest(tf.test.TestCase):
     def test_piwae_trains_and_gradient_snr_is_reported(self):
         # PIWAE(2, 3): separate objectives for the inference and generative groups.
         results = os.path.join(self.results, "piwae")
-        proc = _run(
+        proc = binaries.run(
             "vae.train",
             SMOKE,
             "--config.objective.estimator=piwae",
@@ -375,7 +356,7 @@ class VAEEndToEndTest(tf.test.TestCase):
         acc.Reload()
         self.assertIn("loss/inference", acc.Tags()["tensors"])
         self.assertIn("loss/generative", acc.Tags()["tensors"])
-        _run(
+        binaries.run(
             "vae.evaluate",
             f"--run_dir={run_dir}",
             "--gradient_snr_repeats=8",
