@@ -2,9 +2,10 @@ r"""Training steps per second of MAF(K) on MNIST-sized input: this project vs TF
 
 One step = the mean negative log-likelihood of a batch under MAF(K) (Papamakarios et al. 2017:
 K MADEs with reversed orders and batch norm after each, minibatch statistics), its gradients
-w.r.t. all variables, and an Adam(1e-4) update. Defaults: D = 784, one hidden layer of 1024
-ReLU units per MADE, K = 5, batch 100 (the MAF paper's MNIST setup). Inputs are random normal
-`[B, D]`: the cost of these dense MADEs does not depend on the values.
+w.r.t. all variables, and an Adam(1e-4) update. Defaults: D = 784, two hidden layers of 1024
+ReLU units per MADE (the MAF code's MNIST models), K = 5, batch 100 (the MAF paper's MNIST
+setup). Inputs are random normal `[B, D]`: the cost of these dense MADEs does not depend on
+the values.
 
 Models (`--models`):
   ours:       `flows.make_density("maf", ...)` (pre-masked MADE weights, fixed batch-norm
@@ -13,8 +14,13 @@ Models (`--models`):
               with left-to-right / right-to-left orders and `tfb.BatchNormalization`, same modes.
   nflows:     PyTorch `nflows` (MaskedAffineAutoregressiveTransform, BatchNorm,
               ReversePermutation), eager PyTorch; only if importable.
-  normflows:  PyTorch `normflows` (MaskedAffineAutoregressive, Permute), eager PyTorch, no batch
-              norm; only if importable.
+  normflows:  PyTorch `normflows` (Reverse(MaskedAffineAutoregressive), Permute), eager
+              PyTorch, no batch norm; only if importable.
+PyTorch rows use the same MADE sizes (their `num_blocks` = number of hidden layers - 1). Install
+them in an environment of their own and point `--torch_site_packages` at it:
+  python3 -m venv /tmp/torch-env && /tmp/torch-env/bin/pip install torch nflows normflows
+  python benchmarks/flows_step.py \
+      --torch_site_packages=/tmp/torch-env/lib/python3.11/site-packages
 PyTorch libraries are never dependencies of this project: a model that does not import is
 skipped with a message.
 
@@ -33,6 +39,7 @@ import importlib.util
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable
 
@@ -61,7 +68,17 @@ _MODES = flags.DEFINE_list(
     "PyTorch models run eagerly once, whatever this says.",
 )
 _EVENT_SIZE = flags.DEFINE_integer("event_size", 784, "D (784 = MNIST).")
-_HIDDEN = flags.DEFINE_integer("hidden_units", 1024, "Hidden units of each MADE's hidden layer.")
+_HIDDEN = flags.DEFINE_list(
+    "hidden_units",
+    ["1024", "1024"],
+    "Units of each MADE's hidden layers (the MAF code trains MNIST with two layers of 1024).",
+)
+_TORCH_SITE = flags.DEFINE_string(
+    "torch_site_packages",
+    "",
+    "A site-packages folder with torch / nflows / normflows (a separate environment: PyTorch is "
+    "never a dependency of this project). Appended to sys.path, after this environment's own.",
+)
 _LAYERS = flags.DEFINE_integer("num_layers", 5, "K, the number of MADEs.")
 _BATCH = flags.DEFINE_integer("batch_size", 100, "B.")
 _STEPS = flags.DEFINE_integer("steps", 50, "Timed training steps per repeat.")
@@ -70,7 +87,7 @@ _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per cell; the media
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the inputs and weights.")
 
 
-def _tfp_maf(d: int, hidden: int, num_layers: int) -> tfd.Distribution:
+def _tfp_maf(d: int, hidden: list[int], num_layers: int) -> tfd.Distribution:
     """MAF(K) from stock TFP parts (TFP's training-mode batch-norm log-det is off, see
     flows/README.md; irrelevant for speed)."""
     bijectors = []
@@ -78,9 +95,12 @@ def _tfp_maf(d: int, hidden: int, num_layers: int) -> tfd.Distribution:
         made = tfb.AutoregressiveNetwork(
             params=2,
             event_shape=[d],
-            hidden_units=[hidden],
+            hidden_units=list(hidden),
             activation="relu",
             input_order="left-to-right" if k % 2 == 0 else "right-to-left",
+            # Smaller initial weights than Glorot: with two hidden layers of 1024 the default
+            # initial log-scales overflow the loss to inf through 5 layers (speed is the same).
+            kernel_initializer=tf_keras.initializers.VarianceScaling(0.1),
         )
         bijectors.append(tfb.MaskedAutoregressiveFlow(made))
         bijectors.append(tfb.BatchNormalization(training=True))
@@ -88,10 +108,14 @@ def _tfp_maf(d: int, hidden: int, num_layers: int) -> tfd.Distribution:
     return tfd.TransformedDistribution(base, tfb.Chain(bijectors))
 
 
+def _hidden_units() -> list[int]:
+    return [int(h) for h in _HIDDEN.value]
+
+
 def _tf_step(model: str, mode: str, x: tf.Tensor) -> Callable[[], tf.Tensor]:
-    d, hidden, num_layers = _EVENT_SIZE.value, _HIDDEN.value, _LAYERS.value
+    d, hidden, num_layers = _EVENT_SIZE.value, _hidden_units(), _LAYERS.value
     if model == "ours":
-        density = flows.make_density("maf", d, num_layers, [hidden], seed=_SEED.value)
+        density = flows.make_density("maf", d, num_layers, hidden, seed=_SEED.value)
     else:
         density = _tfp_maf(d, hidden, num_layers)
     density.log_prob(x)  # Creates the lazily built Keras variables outside tf.function.
@@ -115,7 +139,11 @@ def _torch_step(model: str, x_np: np.ndarray) -> Callable[[], float]:
     import torch
 
     torch.manual_seed(_SEED.value)
-    d, hidden, num_layers = _EVENT_SIZE.value, _HIDDEN.value, _LAYERS.value
+    d, num_layers = _EVENT_SIZE.value, _LAYERS.value
+    if len(set(_hidden_units())) != 1:
+        raise ValueError("nflows / normflows MADEs have hidden layers of one width.")
+    # Their MADE: an input layer, `num_blocks` hidden-to-hidden layers, an output layer.
+    hidden, num_blocks = _hidden_units()[0], len(_hidden_units()) - 1
     x = torch.as_tensor(x_np)
     if model == "nflows":
         from nflows import distributions, transforms
@@ -125,7 +153,10 @@ def _torch_step(model: str, x_np: np.ndarray) -> Callable[[], float]:
         for _ in range(num_layers):
             parts += [
                 transforms.MaskedAffineAutoregressiveTransform(
-                    features=d, hidden_features=hidden, num_blocks=1, use_residual_blocks=False
+                    features=d,
+                    hidden_features=hidden,
+                    num_blocks=num_blocks,
+                    use_residual_blocks=False,
                 ),
                 transforms.BatchNorm(features=d),
                 transforms.ReversePermutation(features=d),
@@ -140,7 +171,11 @@ def _torch_step(model: str, x_np: np.ndarray) -> Callable[[], float]:
         parts = []
         for _ in range(num_layers):
             parts += [
-                nf.flows.MaskedAffineAutoregressive(d, hidden, num_blocks=1),
+                # Reverse: the density direction in one pass (MAF). Unwrapped, normflows scores
+                # data with the D-pass inverse (the IAF direction), which runs out of memory here.
+                nf.flows.Reverse(
+                    nf.flows.MaskedAffineAutoregressive(d, hidden, num_blocks=num_blocks)
+                ),
                 nf.flows.Permute(d, mode="swap"),
             ]
         net = nf.NormalizingFlow(nf.distributions.DiagGaussian(d), parts)
@@ -176,6 +211,10 @@ def _rate(step: Callable) -> float:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if _TORCH_SITE.value:
+        if not os.path.isdir(_TORCH_SITE.value):
+            raise app.UsageError(f"--torch_site_packages: no folder {_TORCH_SITE.value!r}.")
+        sys.path.append(_TORCH_SITE.value)  # After ours: our numpy / TF stay the ones imported.
     models = list(_MODELS.value)
     bad = set(models) - set(TF_MODELS + TORCH_MODELS)
     if bad:
@@ -183,7 +222,11 @@ def main(argv):
     bad = set(_MODES.value) - set(MODES)
     if bad:
         raise app.UsageError(f"--modes got {sorted(bad)}; allowed: {MODES}.")
-    if min(_EVENT_SIZE.value, _HIDDEN.value, _LAYERS.value, _BATCH.value) < 1:
+    try:
+        hidden = _hidden_units()
+    except ValueError as e:
+        raise app.UsageError(f"--hidden_units must be integers: {e}") from e
+    if not hidden or min([_EVENT_SIZE.value, _LAYERS.value, _BATCH.value, *hidden]) < 1:
         raise app.UsageError("--event_size, --hidden_units, --num_layers, --batch_size >= 1.")
     if min(_STEPS.value, _REPEATS.value) < 1 or _WARMUP.value < 0:
         raise app.UsageError("--steps and --repeats must be >= 1, --warmup >= 0.")
@@ -195,7 +238,7 @@ def main(argv):
         f"GPUs: {len(tf.config.list_physical_devices('GPU'))}"
     )
     print(
-        f"MAF({_LAYERS.value}), D = {_EVENT_SIZE.value}, hidden [{_HIDDEN.value}], "
+        f"MAF({_LAYERS.value}), D = {_EVENT_SIZE.value}, hidden {hidden}, "
         f"B = {_BATCH.value}; steps/s = median of {_REPEATS.value} x {_STEPS.value} steps after "
         f"{_WARMUP.value} warm-up steps; step = NLL + grads + Adam."
     )

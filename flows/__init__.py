@@ -1,25 +1,31 @@
 """Normalizing flows as TFP bijectors (Rezende & Mohamed 2015; Germain et al.
 2015; Papamakarios et al. 2017; Kingma et al. 2016; Dinh et al. 2017).
 
-- `flows.bijectors`, `flows.made`, `flows.models`: planar, radial, MADE, MAF, IAF, RealNVP.
-- `flows.experiment`: MNIST density estimation (MAF paper) and the 2-D toys; `flows.toy`: the
-  2-D densities and the energies U1-U4.
+- `flows.models`: planar, radial, MADE, MAF, IAF, RealNVP (alternating halves, or checkerboard /
+  channel masks for images). The planar / radial bijectors and the MADE network live in
+  `common.bijectors` and `common.made` (re-exported here) because `vae` uses them too.
+- `flows.one_pass`: TFP's MAF and RealNVP bijectors with one network pass per `log_prob`.
+- `flows.mog`: MADE MoG (mixture-of-Gaussians conditionals), alone or as the base of MAF MoG.
+- `flows.experiment`: density estimation on MNIST (MAF paper), UCI / BSDS300 (`common.uci`) and
+  the 2-D toys; `flows.toy`: the 2-D densities and the energies U1-U4.
 - Binaries: `python -m flows.train`, `python -m flows.evaluate`.
-
-Work in progress (issue 3).
 """
 
-from flows.bijectors import (
+from common.bijectors import (
     PLANAR_INVERSE_ITERATIONS,
     Planar,
     PlanarLayer,
     Radial,
     RadialLayer,
 )
+from common.made import MADE
 from flows.experiment import FlowDensity
-from flows.made import MADE
 from flows.models import (
+    DEFAULT_NUM_COMPONENTS,
+    DENSITY_NAMES,
     FLOW_NAMES,
+    MOG_DENSITY_NAMES,
+    REALNVP_MASKS,
     CouplingConditioner,
     conditional_kwargs,
     make_density,
@@ -27,10 +33,17 @@ from flows.models import (
     set_batch_norm_statistics,
     with_training,
 )
+from flows.mog import MADEMoG, MoGParams
 
 __all__ = [
+    "DEFAULT_NUM_COMPONENTS",
+    "DENSITY_NAMES",
     "FLOW_NAMES",
     "MADE",
+    "MOG_DENSITY_NAMES",
+    "REALNVP_MASKS",
+    "MADEMoG",
+    "MoGParams",
     "PLANAR_INVERSE_ITERATIONS",
     "CouplingConditioner",
     "FlowDensity",

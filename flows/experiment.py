@@ -5,6 +5,8 @@
   (Dinh et al. 2017) or MADE (Germain et al. 2015), Adam, L2 weight decay, early stopping on the
   validation log-likelihood with a patience in epochs, batch-norm statistics of the training set at
   evaluation, test log-likelihood in nats (logit space, +- 2 standard errors) and bits/pixel.
+- `task = "uci"`: the same density estimation on the MAF paper's UCI data sets and BSDS300
+  (`common.uci`; MAF Table 1), test log-likelihood in nats (+- 2 standard errors).
 - `task = "toy"`: 2-D densities by maximum likelihood and the energies U1-U4 of Rezende & Mohamed
   (2015) by reverse KL (`flows.toy`).
 
@@ -14,7 +16,7 @@ previous one wrote (the step-indexed data and the checkpointed random stream mak
 uninterrupted trajectory) with the same in-memory task, and checks the validation score after each
 chunk; the best model is kept in `<run_dir>/best/` and the state in `early_stopping.json`.
 
-Symbols: B batch, D event size (784 for MNIST, 2 for the toys), N examples.
+Symbols: B batch, D event size (784 for MNIST, 6-63 for UCI, 2 for the toys), N examples.
 """
 
 from __future__ import annotations
@@ -32,21 +34,22 @@ import tensorflow_probability as tfp
 import tf_keras
 from absl import logging
 
-from common import datasets, experiment, summaries, training
+from common import datasets, experiment, summaries, training, uci
 from flows import models, toy
 
 tfd = tfp.distributions
 
 MNIST_EVENT_SIZE = 28 * 28
 ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.tanh}
-MNIST_FLOWS = ("maf", "realnvp", "made")
+MNIST_FLOWS = ("maf", "realnvp", "made", "made_mog", "maf_mog")
+MNIST_IMAGE_SHAPE = (28, 28, 1)  # realnvp's checkerboard / channel masks
 EARLY_STOPPING_FILE = "early_stopping.json"
 METRICS_FILE = "metrics.json"
 BEST_DIR = "best"
 
 
 class FlowDensity(snt.Module):
-    """A flow on a standard-normal base `N(0, I_D)` (`flows.make_density`).
+    """A flow density from `flows.make_density` (standard-normal base, or a MADE MoG base).
 
     Batch norm (MAF, RealNVP) uses minibatch statistics with `training=True` and the stored
     statistics with `training=False`; both densities share every variable.
@@ -103,11 +106,21 @@ def _event_size(config: ml_collections.ConfigDict) -> int:
         return MNIST_EVENT_SIZE
     if config.task == "toy":
         return 2
-    raise ValueError(f"config.task must be mnist or toy, got {config.task!r}.")
+    if config.task == "uci":
+        uci_name = config.data.dataset
+        if uci_name not in uci.DIMENSIONS:
+            raise ValueError(f"data.dataset must be one of {uci.DATASETS}, got {uci_name!r}.")
+        return uci.DIMENSIONS[uci_name]
+    raise ValueError(f"config.task must be mnist, uci or toy, got {config.task!r}.")
 
 
 def build_model(config: ml_collections.ConfigDict) -> FlowDensity:
     """The model of `config` with all its variables created.
+
+    `model.num_components` reaches the MADE MoG densities (made_mog, maf_mog) only;
+    `model.realnvp_mask` other than "halves" goes to `make_flow` with the MNIST image shape
+    (and fails there for a flow other than realnvp). Configs without these fields (toys) get
+    the defaults.
 
     Raises:
       ValueError: for an unknown task, flow or activation, or arguments the flow does not take.
@@ -124,7 +137,19 @@ def build_model(config: ml_collections.ConfigDict) -> FlowDensity:
                 "model.batch_norm cannot be used with an energy target: reverse-KL training "
                 "has no data batch to normalize."
             )
+        if m.flow in models.MOG_DENSITY_NAMES:
+            raise ValueError(
+                f"model.flow={m.flow!r} cannot be used with an energy target: MADE MoG samples "
+                "are not reparameterized, so reverse-KL gradients would be wrong."
+            )
         batch_norm = False if m.flow in ("maf", "realnvp") else None
+    extra = {}
+    if m.flow in models.MOG_DENSITY_NAMES:
+        extra["num_components"] = m.get("num_components", models.DEFAULT_NUM_COMPONENTS)
+    mask = m.get("realnvp_mask", "halves")
+    if mask != "halves":
+        extra["mask"] = mask
+        extra["image_shape"] = MNIST_IMAGE_SHAPE if config.task == "mnist" else None
     density = models.make_density(
         m.flow,
         _event_size(config),
@@ -135,6 +160,7 @@ def build_model(config: ml_collections.ConfigDict) -> FlowDensity:
         hidden_degrees=m.hidden_degrees,
         log_scale_bound=m.log_scale_bound,
         seed=config.seed,
+        **extra,
     )
     return FlowDensity(density, name="flow_density")
 
@@ -302,6 +328,100 @@ class MnistDensityTask:
         }
 
 
+# -- UCI and BSDS300 ----------------------------------------------------------------------------
+
+
+def load_uci_data(config: ml_collections.ConfigDict) -> uci.UciData:
+    """The MAF paper's preprocessed `data.dataset` (`common.uci.load_uci`), float32 `[N, D]`
+    splits, cut to the prefixes of `data.num_train_examples`, `eval.num_validation_examples` and
+    `eval.num_test_examples` (0: the whole split).
+
+    Raises:
+      ValueError: unknown data set. datasets.DataError: missing or bad files (the message says
+        where to put them).
+    """
+    data = uci.load_uci(config.data.dataset, config.data.data_dir or None)
+    prefixes = (
+        config.data.num_train_examples,
+        config.eval.num_validation_examples,
+        config.eval.num_test_examples,
+    )
+    return uci.UciData(*(x[:n] if n else x for x, n in zip(data, prefixes, strict=True)))
+
+
+class UciDensityTask:
+    """`common.training.Task` for MAF-paper density estimation on UCI / BSDS300 (`{"x": [B, D]}`
+    batches; the loss, weight decay and evaluation are those of `MnistDensityTask` without the
+    logit-space conversions)."""
+
+    def __init__(
+        self,
+        config: ml_collections.ConfigDict,
+        data: uci.UciData | None = None,
+        model: FlowDensity | None = None,
+    ):
+        """Loads the data (unless given) and builds the model (unless given, e.g. restored)."""
+        if config.model.flow not in MNIST_FLOWS:
+            raise ValueError(
+                f"model.flow must be one of {MNIST_FLOWS} for UCI, got {config.model.flow!r}."
+            )
+        self.config = config
+        self.data = data if data is not None else load_uci_data(config)
+        self.model = model if model is not None else build_model(config)
+        self.global_batch_size = config.batch_size
+        self.steps_per_epoch = datasets.steps_per_epoch(len(self.data.train), config.batch_size)
+        self.optimizer = make_optimizer(config)
+        spec = tf.TensorSpec([None, self.data.train.shape[1]], tf.float32)
+        self._eval_log_prob = tf.function(
+            lambda x: self.model.log_prob(x, training=False), input_signature=[spec]
+        )
+
+    def train_dataset(self, start_step: int) -> tf.data.Dataset:
+        return uci.train_dataset(
+            self.data.train, self.global_batch_size, self.config.seed, start_step
+        )
+
+    def validation_dataset(self) -> tf.data.Dataset:
+        return uci.eval_dataset(self.data.validation, self.config.eval.batch_size)
+
+    def test_dataset(self) -> tf.data.Dataset:
+        return uci.eval_dataset(self.data.test, self.config.eval.batch_size)
+
+    def param_groups(self) -> dict[str, training.ParamGroup]:
+        return {"model": training.ParamGroup(self.model.trainable_variables, self.optimizer)}
+
+    def step(self, batch, seed) -> training.StepOutput:
+        del seed  # Deterministic given the batch.
+        log_p = self.model.log_prob(batch["x"], training=True)
+        # MAF App.: L2 weight decay lambda * sum w^2 on the weight matrices (as for MNIST).
+        decay = self.config.optimizer.weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(w)) for w in self.model.weight_matrices]
+        )
+        return training.StepOutput({"model": -log_p + decay}, {"log_likelihood": log_p})
+
+    def set_batch_norm_statistics(self, num_examples: int) -> None:
+        """Batch-norm statistics of `num_examples` evenly spaced training examples (0: all)."""
+        x = self.data.train
+        if num_examples and num_examples < len(x):
+            x = x[np.linspace(0, len(x) - 1, num_examples).astype(np.int64)]
+        self.model.set_batch_norm_statistics(tf.constant(x))
+
+    def log_likelihoods(self, dataset: tf.data.Dataset) -> np.ndarray:
+        """Per-example log p(x) in nats, `[N]`, in evaluation mode."""
+        return np.concatenate([self._eval_log_prob(b["x"]).numpy() for b in dataset])
+
+    def evaluate(self, dataset: tf.data.Dataset, seed: tf.Tensor) -> dict[str, float]:
+        """Validation log-likelihood (nats) with the batch-norm statistics of the training set
+        (`early_stopping.batch_norm_examples` examples)."""
+        del seed
+        self.set_batch_norm_statistics(self.config.early_stopping.batch_norm_examples)
+        return {"log_likelihood": float(np.mean(self.log_likelihoods(dataset)))}
+
+    def images(self, batch, seed) -> dict[str, tf.Tensor]:
+        del batch, seed
+        return {}  # tabular data: no pictures
+
+
 # -- 2-D toys ------------------------------------------------------------------------------------
 
 
@@ -443,7 +563,9 @@ def build_task(config: ml_collections.ConfigDict):
         return MnistDensityTask(config)
     if config.task == "toy":
         return ToyTask(config)
-    raise ValueError(f"config.task must be mnist or toy, got {config.task!r}.")
+    if config.task == "uci":
+        return UciDensityTask(config)
+    raise ValueError(f"config.task must be mnist, uci or toy, got {config.task!r}.")
 
 
 # -- early stopping ------------------------------------------------------------------------------
@@ -528,10 +650,11 @@ def _best_manager(model: tf.Module, run_dir: str) -> tf.train.CheckpointManager:
     )
 
 
-def train_mnist(
+def train_with_early_stopping(
     config: ml_collections.ConfigDict, run_dir: str, resume_from: str | None
 ) -> tuple[training.TrainResult, EarlyStopping | None]:
-    """Trains with early stopping (`early_stopping.patience_epochs > 0`) or for `loop.num_steps`.
+    """Trains an MNIST or UCI density with early stopping (`early_stopping.patience_epochs > 0`)
+    or for `loop.num_steps`.
 
     Returns:
       The last chunk's `TrainResult` and the early-stopping state (None without early stopping).
@@ -548,7 +671,9 @@ def train_mnist(
             "which needs strategy='default'; use early_stopping.patience_epochs=0 for "
             f"strategy={config.strategy!r}."
         )
-    per_epoch = datasets.steps_per_epoch(_num_train(config), config.batch_size)
+    uci_data = load_uci_data(config) if config.task == "uci" else None  # loaded once
+    num_train = len(uci_data.train) if uci_data is not None else _num_train(config)
+    per_epoch = datasets.steps_per_epoch(num_train, config.batch_size)
     chunk = es.eval_every_epochs * per_epoch
     state = load_early_stopping(run_dir) or EarlyStopping(es.patience_epochs * per_epoch)
     step = experiment.checkpoint_step(resume_from) if resume_from else 0
@@ -557,7 +682,10 @@ def train_mnist(
     def build(chunk_config):
         nonlocal task
         if task is None:
-            task = MnistDensityTask(chunk_config)
+            if uci_data is not None:
+                task = UciDensityTask(chunk_config, uci_data)
+            else:
+                task = MnistDensityTask(chunk_config)
         return task
 
     result = training.TrainResult(step, {}, {}, False)
@@ -594,6 +722,9 @@ def train_mnist(
     return result, state
 
 
+train_mnist = train_with_early_stopping  # its former name
+
+
 # -- evaluation of a run -------------------------------------------------------------------------
 
 
@@ -624,6 +755,23 @@ def _evaluate_mnist(model: FlowDensity, config: ml_collections.ConfigDict) -> di
     }
 
 
+def _evaluate_uci(model: FlowDensity, config: ml_collections.ConfigDict) -> dict[str, Any]:
+    task = UciDensityTask(config, model=model)
+    task.set_batch_norm_statistics(config.eval.batch_norm_examples)
+    log_p = task.log_likelihoods(task.test_dataset())
+    ll, ll_2se = _mean_and_2se(log_p)
+    return {
+        "dataset": config.data.dataset,
+        "test_log_likelihood": ll,
+        "test_log_likelihood_2se": ll_2se,
+        "validation_log_likelihood": float(
+            np.mean(task.log_likelihoods(task.validation_dataset()))
+        ),
+        "num_test_examples": int(len(log_p)),
+        "num_train_examples": int(len(task.data.train)),
+    }
+
+
 def _evaluate_toy(
     model: FlowDensity, config: ml_collections.ConfigDict, run_dir: str, step: int
 ) -> dict[str, Any]:
@@ -648,7 +796,8 @@ def evaluate_run(run_dir: str, checkpoint_path: str | None = None) -> dict[str, 
 
     MNIST: the best checkpoint of early stopping (else the newest), batch-norm statistics from the
     training split, test log-likelihood in nats (logit space) and bits/pixel, +- 2 standard
-    errors. Toys: held-out log-likelihood (densities) or KL(q || p) (energies).
+    errors. UCI / BSDS300: the same, the test log-likelihood in nats (no bits/pixel). Toys:
+    held-out log-likelihood (densities) or KL(q || p) (energies).
 
     Raises:
       common.experiment.RunError: bad run folder or checkpoint.
@@ -663,11 +812,18 @@ def evaluate_run(run_dir: str, checkpoint_path: str | None = None) -> dict[str, 
         "step": restored.step,
         "checkpoint": restored.checkpoint_path,
     }
-    if config.task == "mnist":
-        logging.info("Evaluating %s on the MNIST test split.", restored.checkpoint_path)
-        metrics.update(_evaluate_mnist(restored.model, config))
+    if config.task in ("mnist", "uci"):
+        logging.info(
+            "Evaluating %s on the %s test split.", restored.checkpoint_path, config.data.dataset
+        )
+        if config.task == "mnist":
+            metrics.update(_evaluate_mnist(restored.model, config))
+            num_train = _num_train(config)
+        else:
+            metrics.update(_evaluate_uci(restored.model, config))
+            num_train = metrics["num_train_examples"]
         if state is not None:
-            per_epoch = datasets.steps_per_epoch(_num_train(config), config.batch_size)
+            per_epoch = datasets.steps_per_epoch(num_train, config.batch_size)
             metrics["epochs_trained"] = state.last_step / per_epoch
             metrics["best_epoch"] = (state.best_step or 0) / per_epoch
             metrics["early_stopped"] = state.should_stop
@@ -687,8 +843,8 @@ def train_and_evaluate(
       The metrics written to `metrics.json`, or None when interrupted or
       `eval.after_training` is False.
     """
-    if config.task == "mnist":
-        result, _ = train_mnist(config, run_dir, resume_from)
+    if config.task in ("mnist", "uci"):
+        result, _ = train_with_early_stopping(config, run_dir, resume_from)
     else:
         result = training.train(config, run_dir, build_task, resume_from)
     if result.interrupted or not config.eval.after_training:
@@ -706,6 +862,18 @@ def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
             f"({metrics['num_test_images']} images, +- 2 s.e.)",
             f"  test bits/pixel: {metrics['test_bits_per_pixel']:.3f} "
             f"+- {metrics['test_bits_per_pixel_2se']:.3f}",
+            f"  validation log-likelihood: {metrics['validation_log_likelihood']:.2f} nats",
+        ]
+        if "best_epoch" in metrics:
+            lines.append(
+                f"  best epoch {metrics['best_epoch']:.2f} of {metrics['epochs_trained']:.2f}"
+                + (" (early stopped)" if metrics["early_stopped"] else "")
+            )
+    elif metrics["task"] == "uci":
+        lines += [
+            f"  {metrics['dataset'].upper()} test log-likelihood: "
+            f"{metrics['test_log_likelihood']:.2f} +- {metrics['test_log_likelihood_2se']:.2f} "
+            f"nats ({metrics['num_test_examples']} examples, +- 2 s.e.)",
             f"  validation log-likelihood: {metrics['validation_log_likelihood']:.2f} nats",
         ]
         if "best_epoch" in metrics:

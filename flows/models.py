@@ -1,10 +1,12 @@
-"""Flow assembly: MADE, MAF, IAF, RealNVP, planar and radial stacks.
+"""Flow assembly: MADE, MAF, IAF, RealNVP, planar and radial stacks; MADE MoG densities.
 
-Symbols: B batch, D event size, C conditioning size, K layers.
+Symbols: B batch, D event size, C conditioning size (mixture components for
+MADE MoG), K layers, H/W image height/width.
 
 `make_flow` returns a `tfb.Bijector` whose forward direction maps base noise to
 data (sampling) and whose inverse maps data to noise (density evaluation);
-`make_density` puts it on a standard-normal base. Every variable (Sonnet
+`make_density` puts it on a standard-normal base, or on a MADE MoG base
+(`DENSITY_NAMES` "made_mog", "maf_mog"; `flows.mog.MADEMoG`). Every variable (Sonnet
 conditioners, Keras batch-norm layers, planar/radial parameters) is reachable
 through the bijector's `trainable_variables` (TFP's MAF/RealNVP keep the
 conditioner as an attribute, and the conditioners here are `snt.Module`s, not
@@ -21,13 +23,22 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 import tf_keras
 
-from flows.bijectors import PlanarLayer, RadialLayer
-from flows.made import MADE
+from common.bijectors import PlanarLayer, RadialLayer
+from common.made import MADE
+from flows.mog import MADEMoG
+from flows.one_pass import MaskedAutoregressiveFlow, RealNVP
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
 FLOW_NAMES = ("planar", "radial", "made", "maf", "iaf", "realnvp")
+# Densities whose base is a MADE MoG (not flows on N(0, I)): make_density only.
+MOG_DENSITY_NAMES = ("made_mog", "maf_mog")
+DENSITY_NAMES = FLOW_NAMES + MOG_DENSITY_NAMES
+# MAF paper (Papamakarios et al. 2017): 10 components per MADE MoG conditional.
+DEFAULT_NUM_COMPONENTS = 10
+# RealNVP coupling masks (Dinh et al. 2017, sec. 3.4); images need `image_shape`.
+REALNVP_MASKS = ("halves", "checkerboard", "channel")
 
 # Batch-norm variance epsilon of the MAF code (Papamakarios et al. 2017).
 BATCH_NORM_EPSILON = 1e-5
@@ -190,6 +201,47 @@ def _layer_seed(seed: int | None, k: int) -> int | None:
     return None if seed is None else seed + 1000 * k
 
 
+def _coupling_mask(mask: str, image_shape: tuple[int, int, int], k: int) -> np.ndarray:
+    """`[H * W * C]` bool: the units coupling layer k leaves unchanged (and
+    conditions on), for events that flatten `[H, W, C]` images row-major.
+
+    Dinh et al. (2017), sec. 3.4 and Fig. 3: 'checkerboard' fixes the pixels
+    with `(h + w) % 2 == k % 2` (all channels of a pixel together), so the
+    parity alternates between layers; 'channel' fixes channels `[0, C // 2)`
+    for even k and `[C // 2, C)` for odd k.
+    """
+    height, width, channels = image_shape
+    h, w, c = np.meshgrid(np.arange(height), np.arange(width), np.arange(channels), indexing="ij")
+    if mask == "checkerboard":
+        fixed = (h + w) % 2 == k % 2
+    else:
+        fixed = (c < channels // 2) if k % 2 == 0 else (c >= channels // 2)
+    return fixed.reshape(-1)
+
+
+def _check_image_shape(
+    mask: str, image_shape: Sequence[int] | None, event_size: int
+) -> tuple[int, int, int]:
+    if image_shape is None:
+        raise ValueError(f"The {mask!r} mask needs `image_shape=(H, W, C)`.")
+    image_shape = tuple(int(n) for n in image_shape)
+    if len(image_shape) != 3 or min(image_shape) < 1:
+        raise ValueError(f"`image_shape` must be (H, W, C) with positive sizes, got {image_shape}.")
+    if int(np.prod(image_shape)) != event_size:
+        raise ValueError(
+            f"`image_shape` {image_shape} has {int(np.prod(image_shape))} units, but "
+            f"`event_size` is {event_size}."
+        )
+    if mask == "checkerboard" and image_shape[0] * image_shape[1] < 2:
+        raise ValueError(f"A checkerboard mask needs at least 2 pixels, got {image_shape}.")
+    if mask == "channel" and image_shape[2] < 2:
+        raise ValueError(
+            f"A channel mask needs at least 2 channels (C >= 2), got image_shape {image_shape}; "
+            "use mask='checkerboard' for single-channel images."
+        )
+    return image_shape
+
+
 def make_flow(
     name: str,
     event_size: int,
@@ -201,6 +253,8 @@ def make_flow(
     activation: Callable[[tf.Tensor], tf.Tensor] = tf.nn.relu,
     hidden_degrees: str = "sequential",
     log_scale_bound: float | None = None,
+    mask: str = "halves",
+    image_shape: Sequence[int] | None = None,
     seed: int | None = None,
     dtype: tf.DType = tf.float32,
 ) -> tfb.Bijector:
@@ -221,6 +275,11 @@ def make_flow(
       `CouplingConditioner`s, batch norm after each coupling (MAF paper's
       baseline). The MAF code alternates even/odd coordinates instead; the two
       model families differ only by a fixed permutation of the coordinates.
+      For images flattened row-major from `[H, W, C]` (`image_shape`),
+      `mask='checkerboard'` alternates the parity of a spatial checkerboard
+      and `mask='channel'` alternates channel halves (Dinh et al. 2017,
+      sec. 3.4): each coupling is `Permute(inverse) o RealNVP o Permute`, the
+      permutation bringing the fixed units first (log-det 0).
 
     Conditional flows take the context through
     `bijector_kwargs=conditional_kwargs(flow, h)`. Batch norm is built in
@@ -243,6 +302,9 @@ def make_flow(
         `(-bound, bound)` (`bound * tanh(log_scale / bound)`); `None` (the
         papers' parametrization) leaves them unbounded, which can overflow in
         the sampling direction of deep untrained stacks.
+      mask: realnvp coupling masks, one of `REALNVP_MASKS`: 'halves'
+        (vectors), 'checkerboard' or 'channel' (images; need `image_shape`).
+      image_shape: `(H, W, C)` with `H * W * C = D`, for the image masks only.
       seed: seed of the initial weights and random degrees (`None`: from
         TF's global generator).
       dtype: dtype of every variable.
@@ -251,7 +313,10 @@ def make_flow(
       A `tfb.Bijector` on `[..., D]` events.
 
     Raises:
-      ValueError: for an unknown name or an argument the flow does not take.
+      ValueError: for an unknown name or mask, an argument the flow does not
+        take, or an `image_shape` that does not fit the mask (not 3 positive
+        sizes, `H * W * C != D`, fewer than 2 pixels for 'checkerboard' or
+        `C < 2` for 'channel').
     """
     if name not in FLOW_NAMES:
         raise ValueError(f"Unknown flow {name!r}; expected one of {FLOW_NAMES}.")
@@ -271,6 +336,16 @@ def make_flow(
             f"got {log_scale_bound}."
         )
 
+    if mask not in REALNVP_MASKS:
+        raise ValueError(f"Unknown `mask` {mask!r}; expected one of {REALNVP_MASKS}.")
+    if mask != "halves" and name != "realnvp":
+        raise ValueError(f"`mask` is a realnvp option; {name!r} takes only 'halves', got {mask!r}.")
+    if mask == "halves" and image_shape is not None:
+        raise ValueError(
+            f"`image_shape` is only used by the checkerboard and channel masks, got {image_shape} "
+            f"with mask={mask!r}."
+        )
+
     def bounded(conditioner: snt.Module) -> snt.Module:
         if log_scale_bound is None:
             return conditioner
@@ -283,6 +358,40 @@ def make_flow(
         layers = [layer_cls(event_size, dtype=dtype, name=f"{name}_{k}") for k in range(num_layers)]
         # Chain applies its last bijector first: layer 0 acts first on the noise.
         return tfb.Chain([layer() for layer in reversed(layers)], name=name)
+
+    if name == "realnvp" and mask != "halves":
+        image_shape = _check_image_shape(mask, image_shape, event_size)
+        bijectors = []
+        for k in range(num_layers):
+            fixed = _coupling_mask(mask, image_shape, k)  # [D] bool
+            permutation = np.concatenate([np.flatnonzero(fixed), np.flatnonzero(~fixed)])
+            num_fixed = int(fixed.sum())
+            conditioner = CouplingConditioner(
+                num_fixed,
+                event_size - num_fixed,
+                hidden_units,
+                seed=_layer_seed(seed, k),
+                dtype=dtype,
+                name=f"coupling_{k}",
+            )
+            # Chain applies its last bijector first: gather the fixed units to
+            # the front, couple, scatter back.
+            coupling = tfb.Chain(
+                [
+                    tfb.Permute(np.argsort(permutation), name=f"unpermute_{k}"),
+                    RealNVP(
+                        num_masked=num_fixed,
+                        shift_and_log_scale_fn=bounded(conditioner),
+                        name=f"real_nvp_{k}",
+                    ),
+                    tfb.Permute(permutation, name=f"permute_{k}"),
+                ],
+                name=f"{mask}_coupling_{k}",
+            )
+            bijectors.append(coupling)
+            if batch_norm:
+                bijectors.append(_batch_norm(event_size, dtype, f"batch_norm_{k}"))
+        return tfb.Chain(bijectors, name=name)
 
     if name == "realnvp":
         if event_size < 2:
@@ -303,7 +412,7 @@ def make_flow(
             )
             num_masked = half if k % 2 == 0 else -fixed
             bijectors.append(
-                tfb.RealNVP(
+                RealNVP(
                     num_masked=num_masked,
                     shift_and_log_scale_fn=bounded(conditioner),
                     name=f"real_nvp_{k}",
@@ -334,12 +443,12 @@ def make_flow(
         return bounded(made)
 
     if name == "made":
-        return tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(0), name="made")
+        return MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(0), name="made")
     if name == "maf":
         bijectors = []
         for k in range(num_layers):
             bijectors.append(
-                tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(k), name=f"maf_{k}")
+                MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(k), name=f"maf_{k}")
             )
             if batch_norm:
                 bijectors.append(_batch_norm(event_size, dtype, f"batch_norm_{k}"))
@@ -348,7 +457,7 @@ def make_flow(
     # Chain applies its last bijector first, so layer 0 acts first on the noise.
     bijectors = [
         tfb.Invert(
-            tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(k), name=f"maf_{k}"),
+            MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(k), name=f"maf_{k}"),
             name=f"iaf_{k}",
         )
         for k in range(num_layers)
@@ -361,22 +470,116 @@ def make_density(
     event_size: int,
     num_layers: int,
     hidden_units: Sequence[int] = (),
+    *,
+    num_components: int | None = None,
     **kwargs,
 ) -> tfd.TransformedDistribution:
-    """`make_flow(name, event_size, num_layers, hidden_units, **kwargs)` on a
-    standard-normal base `N(0, I_D)` (a vector event, not a scalar base with
-    an `event_shape`, TFP issue 787).
+    """A density: a flow on a standard-normal or a MADE MoG base.
+
+    - `FLOW_NAMES`: `make_flow(name, event_size, num_layers, hidden_units,
+      **kwargs)` on `N(0, I_D)` (a vector event, not a scalar base with an
+      `event_shape`, TFP issue 787).
+    - 'made_mog': one MADE MoG (`flows.MADEMoG`; Papamakarios et al. 2017,
+      sec. 4; Germain et al. 2015): every conditional `p(x_i | x_<i)` is a
+      mixture of C Gaussians whose logits, means and log-scales come from one
+      MADE pass (output biases `N(0, 1)` as in the MAF code). `num_layers`
+      must be 1 and there is no batch norm; it is wrapped in a
+      `TransformedDistribution` with an identity bijector, so that every
+      density here has a `.bijector` (`with_training` and
+      `set_batch_norm_statistics` then work unchanged).
+    - 'maf_mog': MAF(K) (`make_flow("maf", ...)`, batch norm by default) on a
+      MADE MoG base, the MAF paper's "MAF MoG (5)" (sec. 4, Tables 1-2). The base
+      continues the alternation of input orders: it follows MADE K-1 in the
+      density direction and takes the order that a (K+1)-th MADE would have.
+
+    The MoG densities take `activation`, `hidden_degrees`, `log_scale_bound`
+    (also soft-clips the mixture log-scales), `seed`, `dtype` and (maf_mog)
+    `batch_norm`; they have no context. Their log_prob is one pass per MADE;
+    sampling is D sequential passes of the base MADE, then (maf_mog) of every
+    MAF MADE.
+
+    Example:
+      ```python
+      density = flows.make_density("maf_mog", 784, 5, [1024], num_components=10)
+      loss = -tf.reduce_mean(density.log_prob(x))  # x: [B, 784]
+      ```
+
+    Args:
+      name: one of `DENSITY_NAMES`.
+      event_size: D.
+      num_layers: K (1 for 'made' and 'made_mog').
+      hidden_units: hidden sizes of each MADE / coupling network (and of the
+        MoG base's MADE).
+      num_components: C, Gaussians per MADE MoG conditional (MoG densities
+        only; default `DEFAULT_NUM_COMPONENTS` = 10, the MAF paper's).
+      **kwargs: `make_flow`'s keyword arguments.
 
     Returns:
       A `tfd.TransformedDistribution` with event shape `[D]`; its
-      `trainable_variables` are the flow's.
+      `trainable_variables` are the flow's and the base's.
+
+    Raises:
+      ValueError: for an unknown name, `num_components` for a plain flow or
+        `< 1`, or an argument the density does not take (see `make_flow`).
     """
-    flow = make_flow(name, event_size, num_layers, hidden_units, **kwargs)
+    if name not in DENSITY_NAMES:
+        raise ValueError(f"Unknown density {name!r}; expected one of {DENSITY_NAMES}.")
     dtype = kwargs.get("dtype", tf.float32)
-    base = tfd.Independent(
-        tfd.Normal(tf.zeros([event_size], dtype), tf.ones([event_size], dtype)),
-        reinterpreted_batch_ndims=1,
+    if name in FLOW_NAMES:
+        if num_components is not None:
+            raise ValueError(f"`num_components` is only used by {MOG_DENSITY_NAMES}, not {name!r}.")
+        flow = make_flow(name, event_size, num_layers, hidden_units, **kwargs)
+        base = tfd.Independent(
+            tfd.Normal(tf.zeros([event_size], dtype), tf.ones([event_size], dtype)),
+            reinterpreted_batch_ndims=1,
+        )
+        return tfd.TransformedDistribution(base, flow, name=f"{name}_density")
+
+    num_components = DEFAULT_NUM_COMPONENTS if num_components is None else num_components
+    if num_components < 1:
+        raise ValueError(f"`num_components` must be positive, got {num_components}.")
+    if kwargs.get("conditional_size") is not None:
+        raise ValueError(f"{name} has no conditional version here; drop `conditional_size`.")
+    if name == "made_mog":
+        unused = set(kwargs) - {
+            "batch_norm",
+            "activation",
+            "hidden_degrees",
+            "log_scale_bound",
+            "seed",
+            "dtype",
+            "conditional_size",
+        }
+        if unused:
+            raise ValueError(f"made_mog does not take {sorted(unused)}.")
+        if num_layers != 1:
+            raise ValueError(
+                f"made_mog is a single MADE; `num_layers` must be 1, got {num_layers}."
+            )
+        if kwargs.get("batch_norm"):
+            raise ValueError("made_mog has no batch norm; use batch_norm=False or None.")
+        if event_size < 1:
+            raise ValueError(f"`event_size` must be positive, got {event_size}.")
+        flow = tfb.Identity(name="made_mog")
+        order, base_index = "left-to-right", 0
+    else:
+        flow = make_flow("maf", event_size, num_layers, hidden_units, **kwargs)
+        # Density direction: data -> MADE 0 -> ... -> MADE K-1 -> base.
+        order = "left-to-right" if num_layers % 2 == 0 else "right-to-left"
+        base_index = num_layers
+    made = MADE(
+        event_size,
+        hidden_units,
+        num_params=3 * num_components,
+        input_order=order,
+        hidden_degrees=kwargs.get("hidden_degrees", "sequential"),
+        activation=kwargs.get("activation", tf.nn.relu),
+        output_bias_stddev=1.0,  # MAF code (REFERENCES 3.8).
+        seed=_layer_seed(kwargs.get("seed"), base_index),
+        dtype=dtype,
+        name=f"made_mog_{base_index}",
     )
+    base = MADEMoG(made, num_components, log_scale_bound=kwargs.get("log_scale_bound"))
     return tfd.TransformedDistribution(base, flow, name=f"{name}_density")
 
 

@@ -1,4 +1,4 @@
-"""Tests for flows/bijectors.py: planar and radial flows."""
+"""Tests for common/bijectors.py (re-exported by flows): planar and radial flows."""
 
 import numpy as np
 import tensorflow as tf

@@ -154,7 +154,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
     def test_paper_variants(self):
         maf = mnist_configs.get_config("maf5")
         self.assertEqual((maf.model.flow, maf.model.num_layers), ("maf", 5))
-        self.assertEqual(tuple(maf.model.hidden_units), (1024,))
+        self.assertEqual(tuple(maf.model.hidden_units), (1024, 1024))  # the MAF code
         self.assertEqual((maf.batch_size, maf.optimizer.learning_rate), (100, 1e-4))
         self.assertEqual(maf.early_stopping.patience_epochs, 30)
         self.assertEqual(maf.data.validation_size, 10_000)

@@ -1,4 +1,4 @@
-"""Tests for flows/made.py."""
+"""Tests for common/made.py (MADE, re-exported as flows.MADE)."""
 
 import numpy as np
 import sonnet as snt
@@ -7,7 +7,7 @@ import tensorflow_probability as tfp
 from absl.testing import parameterized
 
 import flows
-from flows import made as made_lib
+from common import made as made_lib
 
 tfb = tfp.bijectors
 

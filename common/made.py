@@ -161,7 +161,8 @@ class MADE(snt.Module):
     concatenated `[C, H_1 + ... + H_L + P * D]` matrix.
 
     Initialization as in the MAF code (Papamakarios et al. 2017): weights
-    `N(0, 1) / sqrt(fan_in + 1)` (then masked), zero biases.
+    `N(0, 1) / sqrt(fan_in + 1)` (then masked), zero biases (random-normal
+    output biases with `output_bias_stddev`, as its mixture MADE).
 
     Example:
       ```python
@@ -180,6 +181,7 @@ class MADE(snt.Module):
         activation: Callable[[tf.Tensor], tf.Tensor] = tf.nn.relu,
         conditional_size: int | None = None,
         premasked: bool = True,
+        output_bias_stddev: float = 0.0,
         seed: int | None = None,
         dtype: tf.DType = tf.float32,
         name: str | None = None,
@@ -216,6 +218,8 @@ class MADE(snt.Module):
             raise ValueError(f"`hidden_units` must be positive, got {hidden_units}.")
         if conditional_size is not None and conditional_size < 1:
             raise ValueError(f"`conditional_size` must be positive, got {conditional_size}.")
+        if output_bias_stddev < 0:
+            raise ValueError(f"`output_bias_stddev` must be >= 0, got {output_bias_stddev}.")
         self.event_size = event_size
         self.hidden_units = tuple(hidden_units)
         self.num_params = num_params
@@ -244,6 +248,9 @@ class MADE(snt.Module):
             self.biases.append(tf.Variable(tf.zeros([fan_out], dtype), name=f"b{i}"))
             if conditional_size is not None:
                 context_blocks.append(rng.standard_normal((conditional_size, fan_out)) * scale)
+        if output_bias_stddev > 0:
+            # Drawn after everything else, so the default stream is unchanged.
+            self.biases[-1].assign(rng.standard_normal(sizes[-1]) * output_bias_stddev)
         self.conditional_weights = None
         if conditional_size is not None:
             self.conditional_weights = tf.Variable(  # [C, H_1 + ... + H_L + P * D]

@@ -1,0 +1,221 @@
+"""Tests for RealNVP's image masks (`flows.make_flow("realnvp", mask=...)`):
+checkerboard and channel couplings (Dinh et al. 2017, sec. 3.4)."""
+
+import numpy as np
+import sonnet as snt
+import tensorflow as tf
+import tensorflow_probability as tfp
+from absl.testing import parameterized
+
+import flows
+from flows import experiment as flows_experiment
+from flows.configs import mnist as mnist_configs
+from tests.flows import flow_test_util
+
+tfb = tfp.bijectors
+
+HIDDEN = (8,)
+
+
+def _expected_fixed(mask, image_shape, k):
+    """`[H * W * C]` bool: units coupling k must leave unchanged, by explicit loops
+    over a row-major `[H, W, C]` image."""
+    height, width, channels = image_shape
+    fixed = []
+    for h in range(height):
+        for w in range(width):
+            for c in range(channels):
+                if mask == "checkerboard":
+                    fixed.append((h + w) % 2 == k % 2)  # parity alternates with k
+                else:
+                    first_half = c < channels // 2
+                    fixed.append(first_half if k % 2 == 0 else not first_half)
+    return np.array(fixed)
+
+
+def _couplings(flow):
+    return [b for b in flow.parameters["bijectors"] if not isinstance(b, tfb.BatchNormalization)]
+
+
+def _batch_norms(flow):
+    return [b for b in flow.parameters["bijectors"] if isinstance(b, tfb.BatchNormalization)]
+
+
+_CASES = [
+    ("checkerboard", (3, 4, 1)),
+    ("checkerboard", (3, 3, 2)),
+    ("channel", (2, 3, 2)),
+    ("channel", (2, 2, 3)),
+]
+
+
+class RealNVPMaskTest(tf.test.TestCase, parameterized.TestCase):
+    def setUp(self):
+        super().setUp()
+        tf.random.set_seed(0)
+        self.rng = np.random.default_rng(0)
+
+    @parameterized.parameters(*_CASES)
+    def test_each_coupling_changes_exactly_the_unmasked_units(self, mask, image_shape):
+        """Perturbation test: coupling k copies its fixed units; a change in a
+        fixed unit moves the others (it conditions them); a change in a free
+        unit moves only itself (the coupling is elementwise on free units)."""
+        d = int(np.prod(image_shape))
+        flow = flows.make_flow(
+            "realnvp",
+            d,
+            3,
+            HIDDEN,
+            mask=mask,
+            image_shape=image_shape,
+            batch_norm=False,
+            dtype=tf.float64,
+            seed=1,
+        )
+        couplings = _couplings(flow)
+        self.assertLen(couplings, 3)
+        x = self.rng.normal(size=(16, d))
+        for k, coupling in enumerate(couplings):
+            fixed = _expected_fixed(mask, image_shape, k)
+            self.assertTrue(fixed.any() and (~fixed).any())
+            if k > 0:  # Alternation: the complement of the previous layer's set.
+                self.assertAllEqual(fixed, ~_expected_fixed(mask, image_shape, k - 1))
+            y = coupling.forward(tf.constant(x)).numpy()
+            self.assertAllEqual(y[:, fixed], x[:, fixed])
+            self.assertTrue(np.all(y[:, ~fixed] != x[:, ~fixed]))
+            for j in range(d):
+                x_new = x.copy()
+                x_new[:, j] += 0.5
+                y_new = coupling.forward(tf.constant(x_new)).numpy()
+                changed = np.any(y_new != y, axis=0)  # [D]
+                if fixed[j]:
+                    expected = ~fixed.copy()
+                    expected[j] = True
+                else:
+                    expected = np.arange(d) == j
+                self.assertAllEqual(changed, expected, msg=f"layer {k}, unit {j}")
+
+    @parameterized.parameters(*_CASES)
+    def test_round_trip_and_log_det_match_autodiff(self, mask, image_shape):
+        d = int(np.prod(image_shape))
+        flow = flows.make_flow(
+            "realnvp", d, 3, HIDDEN, mask=mask, image_shape=image_shape, dtype=tf.float64, seed=2
+        )
+        flow = flows.with_training(flow, False)
+        for bn in _batch_norms(flow):  # A non-trivial evaluation-mode batch norm.
+            layer = bn.batchnorm
+            layer.moving_mean.assign(self.rng.normal(size=d) * 0.5)
+            layer.moving_variance.assign(self.rng.uniform(0.5, 2.0, size=d))
+            layer.gamma.assign(self.rng.uniform(0.5, 1.5, size=d))
+            layer.beta.assign(self.rng.normal(size=d) * 0.5)
+        # Round trip, fldj = -ildj and fldj = log|det| of the autodiff Jacobian (fresh tensors).
+        flow_test_util.check_bijector(
+            self, flow, self.rng.normal(size=(8, d)), rtol=1e-8, atol=1e-8
+        )
+        # The log-det of one coupling is the sum of its log-scales over the free units only.
+        coupling = _couplings(flow)[0]
+        fixed = _expected_fixed(mask, image_shape, 0)
+        x = self.rng.normal(size=(8, d))
+        conditioner = coupling.parameters["bijectors"][1].parameters["shift_and_log_scale_fn"]
+        _, log_scale = conditioner(tf.constant(x[:, fixed]), int((~fixed).sum()))
+        self.assertAllClose(
+            coupling.forward_log_det_jacobian(tf.constant(x), event_ndims=1),
+            tf.reduce_sum(log_scale, -1),
+        )
+
+    def test_every_variable_is_tracked_and_trained(self):
+        image_shape, num_layers = (2, 3, 2), 2
+        d = int(np.prod(image_shape))
+        density = flows.make_density(
+            "realnvp", d, num_layers, HIDDEN, mask="channel", image_shape=image_shape, seed=0
+        )
+        variables = density.trainable_variables
+        expected = num_layers * 2 * 2 * (len(HIDDEN) + 1) + 2 * num_layers  # s, t nets; BN
+        self.assertLen(variables, expected)
+        self.assertLen({v.ref() for v in variables}, expected)
+        x = tf.constant(self.rng.normal(size=(32, d)), tf.float32)
+        before = [v.numpy().copy() for v in variables]
+        with tf.GradientTape() as tape:
+            loss = -tf.reduce_mean(density.log_prob(x))
+        grads = tape.gradient(loss, variables)
+        for variable, grad in zip(variables, grads, strict=True):
+            self.assertIsNotNone(grad, variable.name)
+            self.assertTrue(np.all(np.isfinite(grad.numpy())), variable.name)
+        snt.optimizers.Adam(1e-2).apply(grads, variables)
+        for variable, old in zip(variables, before, strict=True):
+            self.assertNotAllClose(variable.numpy(), old, msg=variable.name)
+
+    def test_batch_norm_statistics_reach_through_the_nested_couplings(self):
+        d = 12
+        flow = flows.make_flow(
+            "realnvp", d, 2, HIDDEN, mask="checkerboard", image_shape=(3, 4, 1), dtype=tf.float64
+        )
+        x = self.rng.normal(size=(1000, d)) * 2.0 + 3.0
+        u = flows.set_batch_norm_statistics(flow, tf.constant(x)).numpy()
+        self.assertAllClose(u.mean(0), np.zeros(d), atol=1e-10)  # the last batch norm whitens
+        self.assertAllClose(flows.with_training(flow, False).inverse(tf.constant(x)), u)
+
+    def test_halves_is_the_default_and_unchanged(self):
+        x = tf.constant(self.rng.normal(size=(4, 6)), tf.float32)
+        default = flows.make_flow("realnvp", 6, 2, HIDDEN, batch_norm=False, seed=3)
+        halves = flows.make_flow("realnvp", 6, 2, HIDDEN, batch_norm=False, seed=3, mask="halves")
+        self.assertAllEqual(default.forward(x), halves.forward(tf.identity(x)))
+        first = default.parameters["bijectors"][0]
+        self.assertAllEqual(first.forward(x)[:, :3], x[:, :3])  # coupling 0: first half fixed
+
+    def test_errors(self):
+        with self.assertRaisesRegex(ValueError, "needs `image_shape"):
+            flows.make_flow("realnvp", 4, 2, HIDDEN, mask="checkerboard")
+        with self.assertRaisesRegex(ValueError, "event_size"):
+            flows.make_flow("realnvp", 5, 2, HIDDEN, mask="checkerboard", image_shape=(2, 2, 1))
+        with self.assertRaisesRegex(ValueError, r"\(H, W, C\)"):
+            flows.make_flow("realnvp", 4, 2, HIDDEN, mask="checkerboard", image_shape=(2, 2))
+        with self.assertRaisesRegex(ValueError, r"\(H, W, C\)"):
+            flows.make_flow("realnvp", 4, 2, HIDDEN, mask="checkerboard", image_shape=(-2, -2, 1))
+        with self.assertRaisesRegex(ValueError, "at least 2 pixels"):
+            flows.make_flow("realnvp", 2, 2, HIDDEN, mask="checkerboard", image_shape=(1, 1, 2))
+        with self.assertRaisesRegex(ValueError, "C >= 2"):
+            flows.make_flow("realnvp", 784, 2, HIDDEN, mask="channel", image_shape=(28, 28, 1))
+        with self.assertRaisesRegex(ValueError, "Unknown `mask`"):
+            flows.make_flow("realnvp", 4, 2, HIDDEN, mask="stripes", image_shape=(2, 2, 1))
+        with self.assertRaisesRegex(ValueError, "realnvp option"):
+            flows.make_flow("maf", 4, 2, HIDDEN, mask="checkerboard", image_shape=(2, 2, 1))
+        with self.assertRaisesRegex(ValueError, "only used by"):
+            flows.make_flow("realnvp", 4, 2, HIDDEN, image_shape=(2, 2, 1))
+
+
+class RealNVPMaskConfigTest(tf.test.TestCase):
+    def _config(self, mask):
+        config = mnist_configs.get_config("realnvp5")
+        config.model.hidden_units = (4,)
+        config.model.num_layers = 2
+        config.model.realnvp_mask = mask
+        return config
+
+    def test_default_is_halves(self):
+        self.assertEqual(mnist_configs.get_config("realnvp5").model.realnvp_mask, "halves")
+
+    def test_mnist_checkerboard(self):
+        model = flows_experiment.build_model(self._config("checkerboard"))
+        first = _couplings(model.flow)[0]
+        x = tf.random.stateless_normal([2, 784], [1, 2])
+        y = first.forward(x).numpy().reshape(2, 28, 28)
+        h, w = np.meshgrid(np.arange(28), np.arange(28), indexing="ij")
+        self.assertAllEqual(
+            y[:, (h + w) % 2 == 0], x.numpy().reshape(2, 28, 28)[:, (h + w) % 2 == 0]
+        )
+        self.assertTrue(np.all(np.isfinite(model.log_prob(x, training=False).numpy())))
+
+    def test_mnist_channel_mask_is_a_clear_error(self):
+        with self.assertRaisesRegex(ValueError, "C >= 2"):
+            flows_experiment.build_model(self._config("channel"))
+
+    def test_mask_on_another_flow_is_an_error(self):
+        config = self._config("checkerboard")
+        config.model.flow = "maf"
+        with self.assertRaisesRegex(ValueError, "realnvp option"):
+            flows_experiment.build_model(config)
+
+
+if __name__ == "__main__":
+    tf.test.main()
