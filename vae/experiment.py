@@ -21,6 +21,39 @@ from common import datasets, experiment, summaries, training
 from vae import estimators, modules
 
 
+def posterior_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
+    """The posterior arguments of `modules.make_model` from `config.model`.
+
+    Configs written before flow posteriors existed (old run folders) lack
+    these fields and get the Gaussian posterior they were trained with.
+
+    Raises:
+      ValueError: for an unknown `model.posterior` or `model.num_flows` set
+        with the Gaussian posterior.
+    """
+    model = config.model
+    posterior = model.get("posterior", "gaussian")
+    if posterior not in modules.POSTERIORS:
+        raise ValueError(
+            f"Unknown model.posterior {posterior!r}; expected one of "
+            f"{', '.join(modules.POSTERIORS)}."
+        )
+    if posterior == "gaussian":
+        if model.get("num_flows", 0):
+            raise ValueError(
+                f"model.num_flows={model.num_flows} is only used by the planar, radial and iaf "
+                "posteriors; set model.posterior or leave num_flows at 0."
+            )
+        return {}
+    return dict(
+        posterior=posterior,
+        num_flows=int(model.get("num_flows", 0)),
+        iaf_hidden_units=tuple(int(h) for h in model.get("iaf_hidden_units", (200, 200))),
+        context_size=int(model.get("context_size", 50)),
+        iaf_log_scale_bound=model.get("iaf_log_scale_bound", None),
+    )
+
+
 def build_model(
     config: ml_collections.ConfigDict, output_bias_init: np.ndarray | None = None
 ) -> modules.IWAEModel:
@@ -31,8 +64,13 @@ def build_model(
       output_bias_init: `[784]` initial Bernoulli logits bias (Burda et al.:
         the logit of the mean training image); ignored values are fine when
         the variables are restored from a checkpoint afterwards.
+
+    Raises:
+      ValueError: for a bad `config.model` (see `posterior_kwargs`).
     """
-    model = modules.make_model(config.model.num_stochastic_layers, output_bias_init)
+    model = modules.make_model(
+        config.model.num_stochastic_layers, output_bias_init, **posterior_kwargs(config)
+    )
     model.log_weights(tf.zeros([1, 784]), num_samples=1, seed=tf.constant([0, 0]))
     return model
 
@@ -99,6 +137,7 @@ class VAETask:
             tf.zeros([obj.num_samples * obj.num_groups, 1]),
             **_objective_kwargs(config),
         )
+        posterior_kwargs(config)  # ... and on a bad posterior.
         if config.data.dataset != "mnist":
             raise ValueError(f"data.dataset must be 'mnist', got {config.data.dataset!r}.")
         if config.data.binarization not in ("dynamic", "static"):

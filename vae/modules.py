@@ -10,13 +10,28 @@ A model with L stochastic layers z_1..z_L factorizes as
 and `IWAEModel.log_weights` returns `log w = log p(x, z) - log q(z | x)` for K
 reparameterized samples, the input of every estimator in `vae.estimators`.
 
+q(z_1 | x) is a diagonal Gaussian (`GaussianMLP`, the paper's model) or, with
+`make_model(..., posterior="planar" | "radial" | "iaf")`, a normalizing flow on
+top of one (`FlowPosteriorMLP`): z_1 = f_K o ... o f_1(z_0), z_0 ~ q_0(z_0 | x),
+
+    log q_K(z_1 | x) = log q_0(z_0 | x) - sum_k log |det df_k / dz_{k-1}|
+
+(Rezende & Mohamed 2015, eq. 13), with the flow's parameters (planar, radial)
+or its context (IAF) emitted by the encoder.
+
 References:
   Burda, Grosse & Salakhutdinov (2016). Importance Weighted Autoencoders.
     ICLR. arXiv:1509.00519.
+  Rezende & Mohamed (2015). Variational Inference with Normalizing Flows.
+    ICML. arXiv:1505.05770.
+  Kingma, Salimans, Jozefowicz, Chen, Sutskever & Welling (2016). Improved
+    Variational Inference with Inverse Autoregressive Flow. NeurIPS.
+    arXiv:1606.04934.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
@@ -26,8 +41,17 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 
 from common import distribute
+from common.bijectors import Planar, Radial
+from common.made import MADE
 
+tfb = tfp.bijectors
 tfd = tfp.distributions
+
+# Choices of `make_model(posterior=...)` / `config.model.posterior`.
+POSTERIORS = ("gaussian", "planar", "radial", "iaf")
+# `num_flows=0` picks these: K = 10 planar/radial flows (Rezende & Mohamed
+# sec. 6 report K = 10 to 80); 2 IAF layers.
+DEFAULT_NUM_FLOWS = {"planar": 10, "radial": 10, "iaf": 2}
 
 # The decoder output bias starts at the logit of the mean training image,
 # clipped to [MEAN_IMAGE_CLIP, 1 - MEAN_IMAGE_CLIP] (Burda sec. 5; code YB).
@@ -144,6 +168,183 @@ class GaussianMLP(snt.Module):
         return tfd.Independent(tfd.Normal(loc, tf.exp(log_scale)), reinterpreted_batch_ndims=1)
 
 
+class FlowPosteriorMLP(snt.Module):
+    """Flow posterior `q_K(z | x)`: a diagonal Gaussian `q_0(z_0 | x)` pushed
+    through K flow layers conditioned on x.
+
+    `z_K = f_K o ... o f_1(z_0)` and `log q_K(z_K | x) = log q_0(z_0 | x) -
+    sum_k log|det df_k / dz_{k-1}|` (Rezende & Mohamed 2015, eq. 13). The tanh
+    trunk of `GaussianMLP` feeds three linear heads: the mean and the log
+    standard deviation of `q_0` (exactly as in `GaussianMLP`), and
+
+    - `planar` (Rezende & Mohamed, eq. 10; parameters emitted by the encoder
+      as in their sec. 4): `K (2D + 1)` outputs, K blocks `[w (D), u (D),
+      b (1)]`; `u` is unconstrained, `common.bijectors.Planar` maps it to `u_hat` with
+      `w^T u_hat > -1` (their appendix A.1);
+    - `radial` (eq. 14): `K (D + 2)` outputs, K blocks `[z0 (D), alpha_raw (1),
+      beta_raw (1)]`; `common.bijectors.Radial` uses `alpha = softplus(alpha_raw)`,
+      `beta = -alpha + softplus(beta_raw)` (appendix A.2);
+    - `iaf` (Kingma et al. 2016, sec. 4): a context `h` (`context_size`
+      outputs) that conditions K MADEs (`common.made.MADE`, weights shared by all
+      examples, input order reversed between layers, the context entering
+      every layer). Step k is the affine autoregressive map
+      `z_k = (z_{k-1} - m_k) * exp(-s_k)` with `[m_k, s_k] = MADE_k(z_{k-1}, h)`
+      (TFP's `Invert(MaskedAutoregressiveFlow)`), i.e. Kingma et al.'s
+      `z_k = mu_k + sigma_k * z_{k-1}` with `sigma_k = exp(-s_k)`,
+      `mu_k = -m_k exp(-s_k)`, and `log|det| = -sum_d s_{k,d}`. This is not
+      their LSTM-type gated update `sigma z + (1 - sigma) m`;
+      `log_scale_bound` optionally soft-clips `s_k` instead.
+
+    Symbols: B batch, K flows (here; importance samples elsewhere), D latent
+    size, C context size.
+
+    Example:
+      ```python
+      q_net = FlowPosteriorMLP((200, 200), 50, "planar", num_flows=10)
+      q = q_net(x)               # batch [B], event [50]
+      z = q.sample(seed=seed)    # [B, 50]
+      log_q = q.log_prob(z)      # [B], via the bijector cache
+      ```
+    """
+
+    def __init__(
+        self,
+        hidden_sizes: Sequence[int],
+        latent_size: int,
+        flow: str,
+        num_flows: int,
+        iaf_hidden_units: Sequence[int] = (200, 200),
+        context_size: int = 50,
+        log_scale_bound: float | None = None,
+        activation: Callable[[tf.Tensor], tf.Tensor] = tf.tanh,
+        seed: int | None = None,
+        name: str | None = None,
+    ):
+        """Constructs the MLP; the MADEs of `iaf` are created here, the linear
+        layers at the first call.
+
+        Args:
+          hidden_sizes: widths of the tanh hidden layers, e.g. `(200, 200)`.
+          latent_size: D.
+          flow: `planar`, `radial` or `iaf`.
+          num_flows: K, the number of flow layers.
+          iaf_hidden_units: hidden sizes of each MADE (`iaf` only).
+          context_size: C, size of the context `h` (`iaf` only).
+          log_scale_bound: if set, the IAF log-scales are soft-clipped to
+            `(-bound, bound)` with `bound * tanh(s / bound)` (`iaf` only);
+            `None` leaves them unbounded.
+          activation: trunk nonlinearity.
+          seed: NumPy seed of the MADE weights and degrees (`None`: drawn from
+            TF's global generator, so `tf.random.set_seed` fixes it).
+          name: module name.
+
+        Raises:
+          ValueError: for an unknown `flow`, a non-positive size or count, or
+            a non-positive `log_scale_bound`.
+        """
+        super().__init__(name=name)
+        if flow not in POSTERIORS[1:]:
+            raise ValueError(f"Unknown flow {flow!r}; expected one of {POSTERIORS[1:]}.")
+        if latent_size < 1:
+            raise ValueError(f"latent_size must be positive, got {latent_size}.")
+        if num_flows < 1:
+            raise ValueError(f"num_flows must be positive, got {num_flows}.")
+        if flow == "iaf" and context_size < 1:
+            raise ValueError(f"context_size must be positive, got {context_size}.")
+        if log_scale_bound is not None and log_scale_bound <= 0:
+            raise ValueError(f"log_scale_bound must be positive, got {log_scale_bound}.")
+        self.latent_size = int(latent_size)
+        self.flow = flow
+        self.num_flows = int(num_flows)
+        self.log_scale_bound = log_scale_bound
+        d = self.latent_size
+        self.trunk = _TanhTrunk(hidden_sizes, activation, name="trunk")
+        self.loc_layer = snt.Linear(d, w_init=glorot_uniform(), name="loc")
+        self.log_scale_layer = snt.Linear(d, w_init=glorot_uniform(), name="log_scale")
+        self.mades = ()
+        if flow == "iaf":
+            self.num_flow_params = int(context_size)
+            self.mades = tuple(
+                MADE(
+                    d,
+                    tuple(iaf_hidden_units),
+                    num_params=2,
+                    input_order="left-to-right" if k % 2 == 0 else "right-to-left",
+                    conditional_size=int(context_size),
+                    seed=None if seed is None else seed + 1000 * k,
+                    name=f"made_{k}",
+                )
+                for k in range(self.num_flows)
+            )
+        else:
+            per_flow = 2 * d + 1 if flow == "planar" else d + 2
+            self.num_flow_params = self.num_flows * per_flow
+        self.flow_layer = snt.Linear(
+            self.num_flow_params,
+            w_init=glorot_uniform(),
+            name="context" if flow == "iaf" else "flow_params",
+        )
+
+    def _shift_and_log_scale(self, made, z, context):
+        shift, log_scale = made(z, conditional_input=context)
+        if self.log_scale_bound is not None:
+            log_scale = self.log_scale_bound * tf.tanh(log_scale / self.log_scale_bound)
+        return shift, log_scale
+
+    def bijector(self, flow_params: tf.Tensor) -> tfb.Bijector:
+        """The flow `f_K o ... o f_1` for given encoder outputs.
+
+        Args:
+          flow_params: `[..., num_flow_params]`, the flow head's output (the
+            block layout is in the class docstring; the context for `iaf`).
+
+        Returns:
+          A `tfb.Chain` on `[..., D]` events (it applies flow 1 first), batch
+          shape `[...]`.
+        """
+        d = self.latent_size
+        layers = []
+        if self.flow == "iaf":
+            for k, made in enumerate(self.mades):
+                fn = functools.partial(self._shift_and_log_scale, made, context=flow_params)
+                maf = tfb.MaskedAutoregressiveFlow(shift_and_log_scale_fn=fn, name=f"maf_{k}")
+                layers.append(tfb.Invert(maf, name=f"iaf_{k}"))
+        else:
+            for k, p in enumerate(tf.split(flow_params, self.num_flows, axis=-1)):
+                if self.flow == "planar":
+                    w, u, b = tf.split(p, [d, d, 1], axis=-1)
+                    layers.append(Planar(w, u, b[..., 0], name=f"planar_{k}"))
+                else:
+                    z0, alpha_raw, beta_raw = tf.split(p, [d, 1, 1], axis=-1)
+                    layers.append(
+                        Radial(z0, alpha_raw[..., 0], beta_raw[..., 0], name=f"radial_{k}")
+                    )
+        return tfb.Chain(layers[::-1], name=self.flow)  # Chain applies its last first.
+
+    def __call__(self, inputs: tf.Tensor) -> tfd.TransformedDistribution:
+        """Returns `q_K(z | inputs)`, batch shape `[...]`, event `[D]`.
+
+        Args:
+          inputs: `[..., D_in]`.
+
+        Returns:
+          `tfd.TransformedDistribution(q_0, flow)`; `.distribution` is `q_0`
+          (`Independent(Normal)`), `.bijector` the conditioned flow.
+        """
+
+        def heads(h):
+            t = self.trunk(h)
+            return tf.concat(
+                [self.loc_layer(t), self.log_scale_layer(t), self.flow_layer(t)], axis=-1
+            )
+
+        d = self.latent_size
+        params = _apply_to_last_axis(heads, inputs)  # [..., 2D + P]
+        loc, log_scale, flow_params = tf.split(params, [d, d, self.num_flow_params], axis=-1)
+        base = tfd.Independent(tfd.Normal(loc, tf.exp(log_scale)), reinterpreted_batch_ndims=1)
+        return tfd.TransformedDistribution(base, self.bijector(flow_params), name=self.flow)
+
+
 class BernoulliMLP(snt.Module):
     """MLP to independent Bernoulli pixels with logits `W t + b` (Burda sec. 5)."""
 
@@ -208,8 +409,12 @@ class LogWeights(NamedTuple):
       log_px_given_z: `[K, B]` `log p(x | z_1)`.
       log_pz: `[K, B]` `log p(z_L) + sum_{l<L} log p(z_l | z_{l+1})`.
       log_qz: `[K, B]` `log q(z_1 | x) + sum_{l>1} log q(z_l | z_{l-1})`.
-      z: tuple of L samples, `z[l]` is `[K, B, D_l]` (layer l+1 in the maths).
-      posterior: `q(z_1 | x)`, batch `[B]`, event `[D_1]`.
+      z: tuple of L samples, `z[l]` is `[K, B, D_l]` (layer l+1 in the maths);
+        with a flow posterior `z[0]` is the flow's output `z_K`.
+      posterior: `q(z_1 | x)`, batch `[B]`, event `[D_1]`: `Independent(Normal)`
+        or, with a flow posterior, a `TransformedDistribution` (not a
+        `CompositeTensor`, so a `tf.function` cannot return it; return the
+        tensors you need instead).
     """
 
     log_w: tf.Tensor
@@ -225,13 +430,38 @@ def _reparameterize(dist: tfd.Distribution, eps: tf.Tensor) -> tf.Tensor:
     return dist.mean() + dist.stddev() * eps
 
 
+def _is_flow(dist: tfd.Distribution) -> bool:
+    # Not `isinstance(dist, tfd.TransformedDistribution)`: with a bijector that
+    # is not a `CompositeTensor` (planar, radial) TFP returns its private
+    # `_TransformedDistribution`, which is not a subclass of it.
+    return isinstance(getattr(dist, "bijector", None), tfb.Bijector)
+
+
+def _sample_and_log_prob(dist: tfd.Distribution, eps: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Reparameterized `z` from standard-normal `eps` and `log q(z)`.
+
+    A diagonal Gaussian gives `z = mean + stddev * eps`. A flow posterior
+    `TransformedDistribution(q_0, f)` gives `z_0 = mean_0 + stddev_0 * eps`,
+    `z = f(z_0)` and `log q(z) = log q_0(z_0) - log|det df/dz_0|` (Rezende &
+    Mohamed 2015, eq. 13), with no inverse of `f`.
+    """
+    if not _is_flow(dist):
+        z = _reparameterize(dist, eps)
+        return z, dist.log_prob(z)
+    z0 = _reparameterize(dist.distribution, eps)
+    z = dist.bijector.forward(z0)
+    log_det = dist.bijector.forward_log_det_jacobian(z0, event_ndims=1)
+    return z, dist.distribution.log_prob(z0) - log_det
+
+
 class IWAEModel(snt.Module):
     """VAE/IWAE with L stochastic layers of diagonal Gaussians (Burda sec. 5).
 
     Inference network: `encoders[0]` maps x to q(z_1 | x), `encoders[l]` maps
-    z_l to q(z_{l+1} | z_l). Generative network: `decoders[0]` maps z_1 to
-    p(x | z_1) (Bernoulli), `decoders[l]` maps z_{l+1} to p(z_l | z_{l+1});
-    the prior p(z_L) = N(0, I) has no parameters.
+    z_l to q(z_{l+1} | z_l). Any encoder may be a `FlowPosteriorMLP` (a flow
+    on a diagonal Gaussian); `make_model` uses one for `encoders[0]` only.
+    Generative network: `decoders[0]` maps z_1 to p(x | z_1) (Bernoulli),
+    `decoders[l]` maps z_{l+1} to p(z_l | z_{l+1}); the prior p(z_L) = N(0, I) has no parameters.
 
     Example:
       model = make_model(num_stochastic_layers=1)
@@ -249,7 +479,8 @@ class IWAEModel(snt.Module):
         """Constructs the model from its sub-modules.
 
         Args:
-          encoders: L modules returning diagonal-Gaussian distributions.
+          encoders: L modules returning diagonal-Gaussian distributions, or
+            `TransformedDistribution`s of one (`FlowPosteriorMLP`).
           decoders: L modules; `decoders[0]` returns the distribution of x.
           latent_sizes: `[D_1, ..., D_L]`.
           name: module name.
@@ -327,8 +558,8 @@ class IWAEModel(snt.Module):
             if posterior is None:
                 posterior = q
             eps = distribute.global_batch_normal([num_samples, batch, size], seeds[i], batch_axis=1)
-            h = _reparameterize(q, eps)  # [K, B, D_l]
-            log_qz += q.log_prob(h)
+            h, log_q = _sample_and_log_prob(q, eps)  # [K, B, D_l], [K, B]
+            log_qz += log_q
             zs.append(h)
         log_pz = self.prior().log_prob(zs[-1])  # [K, B]
         for i in range(1, self.num_stochastic_layers):
@@ -378,7 +609,10 @@ class IWAEModel(snt.Module):
         """Per-layer posterior means `E_{q(z_l | x)}[z_l]`, for active units.
 
         Burda sec. 5.2 measures the activity of unit u as `Cov_x(E_q[u])`.
-        Layer 1's mean is exact. For l > 1, `E_{q(z_l|x)}[z_l] =
+        Layer 1's mean is exact for a Gaussian q(z_1 | x); a flow posterior has
+        no closed-form mean, so it is the Monte-Carlo average of the
+        `num_samples` samples, or with `num_samples == 0` the flow applied to
+        the base mean, `f(E[z_0])` (an approximation). For l > 1, `E_{q(z_l|x)}[z_l] =
         E_{q(z_{l-1}|x)}[mean q(z_l | z_{l-1})]`: with `num_samples > 0` this
         is estimated by Monte Carlo; with `num_samples == 0` the mean of the
         layer below is plugged in instead (deterministic, an approximation).
@@ -397,15 +631,16 @@ class IWAEModel(snt.Module):
         if num_samples > 0 and seed is None:
             raise ValueError("posterior_mean needs a seed when num_samples > 0.")
         q = self.encoders[0](self._flatten_images(x))
-        means = [q.mean()]
         if num_samples > 0:
             seeds = tf.random.experimental.stateless_split(seed, num=self.num_stochastic_layers)
             h = q.sample(num_samples, seed=seeds[0])  # [S, B, D_1]
+            means = [tf.reduce_mean(h, axis=0) if _is_flow(q) else q.mean()]
             for i in range(1, self.num_stochastic_layers):
                 q = self.encoders[i](h)
                 means.append(tf.reduce_mean(q.mean(), axis=0))
                 h = q.sample(seed=seeds[i])
         else:
+            means = [q.bijector.forward(q.distribution.mean()) if _is_flow(q) else q.mean()]
             for i in range(1, self.num_stochastic_layers):
                 means.append(self.encoders[i](means[-1]).mean())
         return means
@@ -415,6 +650,12 @@ def make_model(
     num_stochastic_layers: int,
     output_bias_init: np.ndarray | None = None,
     input_size: int = 784,
+    *,
+    posterior: str = "gaussian",
+    num_flows: int = 0,
+    iaf_hidden_units: Sequence[int] = (200, 200),
+    context_size: int = 50,
+    iaf_log_scale_bound: float | None = None,
 ) -> IWAEModel:
     """The IWAE paper's MNIST architectures (Burda sec. 5).
 
@@ -422,22 +663,58 @@ def make_model(
     2 layers: q(z1|x) 784-200-200-100, q(z2|z1) 100-100-100-50,
     p(z1|z2) 50-100-100-100, p(x|z1) 100-200-200-784.
 
+    With a flow `posterior`, q(z_1 | x) is a `FlowPosteriorMLP` with the same
+    trunk and an extra linear head (flow parameters or IAF context); with two
+    stochastic layers q(z_2 | z_1) stays a diagonal Gaussian (the flow acts on
+    the first layer only). `posterior="gaussian"` builds exactly the paper's
+    model.
+
     Args:
       num_stochastic_layers: 1 or 2.
       output_bias_init: optional `[input_size]` initial bias of the Bernoulli
         logits (see `output_bias_from_mean`).
       input_size: D_x, number of pixels.
+      posterior: one of `POSTERIORS`: `gaussian`, `planar`, `radial`, `iaf`.
+      num_flows: K flow layers; 0 picks `DEFAULT_NUM_FLOWS[posterior]`; must
+        be 0 for `gaussian`.
+      iaf_hidden_units: hidden sizes of each IAF MADE (`iaf` only).
+      context_size: size of the IAF context emitted by the encoder (`iaf` only).
+      iaf_log_scale_bound: optional soft bound on the IAF log-scales (`iaf` only).
 
     Raises:
-      ValueError: for another number of layers.
+      ValueError: for another number of layers, an unknown posterior, or
+        `num_flows` given with the Gaussian posterior.
     """
+    if posterior not in POSTERIORS:
+        raise ValueError(
+            f"Unknown posterior {posterior!r}; expected one of {', '.join(POSTERIORS)}."
+        )
+    if posterior == "gaussian" and num_flows:
+        raise ValueError(f"num_flows={num_flows} needs a flow posterior, not 'gaussian'.")
+    if num_flows < 0:
+        raise ValueError(f"num_flows must be >= 0, got {num_flows}.")
+
+    def first_encoder(latent_size: int) -> snt.Module:
+        if posterior == "gaussian":
+            return GaussianMLP((200, 200), latent_size, name="q_z1")
+        return FlowPosteriorMLP(
+            (200, 200),
+            latent_size,
+            posterior,
+            num_flows or DEFAULT_NUM_FLOWS[posterior],
+            iaf_hidden_units=iaf_hidden_units,
+            context_size=context_size,
+            log_scale_bound=iaf_log_scale_bound,
+            name="q_z1",
+        )
+
     if num_stochastic_layers == 1:
-        encoders = [GaussianMLP((200, 200), 50, name="q_z1")]
+        encoders = [first_encoder(50)]
         decoders = [BernoulliMLP((200, 200), input_size, output_bias_init, name="p_x")]
         latent_sizes = [50]
     elif num_stochastic_layers == 2:
         encoders = [
-            GaussianMLP((200, 200), 100, name="q_z1"),
+            first_encoder(100),
             GaussianMLP((100, 100), 50, name="q_z2"),
         ]
         decoders = [

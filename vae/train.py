@@ -3,6 +3,9 @@ r"""Trains a VAE / IWAE / MIWAE / CIWAE / PIWAE on MNIST.
   python -m vae.train --config=vae/configs/iwae.py:cpu
   python -m vae.train --config=vae/configs/iwae.py:paper --config.objective.num_samples=5
   python -m vae.train --config=vae/configs/iwae.py:cpu --resume   # continue the newest run
+  python -m vae.train --config=vae/configs/iwae.py:cpu --config.model.posterior=planar  # K = 10
+  python -m vae.train --config=vae/configs/iwae.py:cpu --config.model.posterior=iaf \
+      --config.model.num_flows=2
 
 Each run goes to <results_dir>/<run_name>/<N>/ (config, checkpoints, TensorBoard
 events); when training ends the test split is evaluated (vae.evaluate) and the
@@ -19,7 +22,9 @@ _CONFIG = config_flags.DEFINE_config_file(
     "config",
     "vae/configs/iwae.py:default",
     "Config file and variant (paper, cpu, default, smoke), e.g. vae/configs/iwae.py:cpu. "
-    "Override any field with --config.<field>=<value>, e.g. --config.objective.num_samples=50; "
+    "Override any field with --config.<field>=<value>, e.g. --config.objective.num_samples=50 "
+    "or --config.model.posterior=planar (gaussian | planar | radial | iaf; "
+    "--config.model.num_flows sets K); "
     "every field is listed with a comment in vae/configs/iwae.py, and an unknown field is an "
     "error.",
     lock_config=True,

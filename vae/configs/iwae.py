@@ -45,6 +45,14 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
 
     c.model = ml_collections.ConfigDict()
     c.model.num_stochastic_layers = 1  # 1: 784-200-200-50; 2: + 100-100-100-50 (Burda sec. 5)
+    # q(z_1|x): gaussian (Burda) | planar | radial (Rezende & Mohamed 2015, parameters
+    # emitted by the encoder, sec. 4) | iaf (Kingma et al. 2016, MADEs conditioned on
+    # an encoder context). With 2 stochastic layers the flow acts on z_1 only.
+    c.model.posterior = "gaussian"
+    c.model.num_flows = 0  # K flow layers; 0: 10 for planar/radial, 2 for iaf; gaussian: 0
+    c.model.iaf_hidden_units = (200, 200)  # iaf only: hidden sizes of each MADE
+    c.model.context_size = 50  # iaf only: size of the context h emitted by the encoder
+    c.model.iaf_log_scale_bound = config_dict.placeholder(float)  # iaf only: soft clip
 
     c.objective = ml_collections.ConfigDict()
     c.objective.estimator = "iwae"  # elbo | iwae | miwae | ciwae | piwae
