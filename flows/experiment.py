@@ -238,7 +238,42 @@ def _pixel_images(y: tf.Tensor) -> tf.Tensor:
     return tf.reshape(x, [-1, 28, 28, 1])
 
 
-class MnistDensityTask:
+class _DensityTask:
+    """What the MNIST and UCI tasks share: data + model + Adam, the MAF paper's loss with L2
+    weight decay, and an evaluation-mode `log_prob` on `[N, D]`."""
+
+    def __init__(self, config: ml_collections.ConfigDict, data, model: FlowDensity | None, load):
+        if config.model.flow not in MNIST_FLOWS:
+            raise ValueError(
+                f"model.flow must be one of {MNIST_FLOWS} for {config.task}, "
+                f"got {config.model.flow!r}."
+            )
+        self.config = config
+        self.data = data if data is not None else load(config)
+        self.model = model if model is not None else build_model(config)
+        self.global_batch_size = config.batch_size
+        self.steps_per_epoch = datasets.steps_per_epoch(len(self.data.train), config.batch_size)
+        self.optimizer = make_optimizer(config)
+        spec = tf.TensorSpec([None, _event_size(config)], tf.float32)
+        self._eval_log_prob = tf.function(
+            lambda y: self.model.log_prob(y, training=False), input_signature=[spec]
+        )
+
+    def param_groups(self) -> dict[str, training.ParamGroup]:
+        return {"model": training.ParamGroup(self.model.trainable_variables, self.optimizer)}
+
+    def _training_log_prob_and_loss(self, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+        """`(log p(y) [B], loss [B])` in training mode; the loss carries the MAF App.'s L2 weight
+        decay lambda * sum w^2 on the weight matrices, a constant per example so that the mean
+        loss carries it once."""
+        log_p = self.model.log_prob(y, training=True)
+        decay = self.config.optimizer.weight_decay * tf.add_n(
+            [tf.reduce_sum(tf.square(w)) for w in self.model.weight_matrices]
+        )
+        return log_p, -log_p + decay
+
+
+class MnistDensityTask(_DensityTask):
     """`common.training.Task` for MAF-paper density estimation on MNIST."""
 
     def __init__(
@@ -248,20 +283,7 @@ class MnistDensityTask:
         model: FlowDensity | None = None,
     ):
         """Loads the data (unless given) and builds the model (unless given, e.g. restored)."""
-        if config.model.flow not in MNIST_FLOWS:
-            raise ValueError(
-                f"model.flow must be one of {MNIST_FLOWS} for MNIST, got {config.model.flow!r}."
-            )
-        self.config = config
-        self.data = data if data is not None else load_mnist_data(config)
-        self.model = model if model is not None else build_model(config)
-        self.global_batch_size = config.batch_size
-        self.steps_per_epoch = datasets.steps_per_epoch(len(self.data.train), config.batch_size)
-        self.optimizer = make_optimizer(config)
-        spec = tf.TensorSpec([None, MNIST_EVENT_SIZE], tf.float32)
-        self._eval_log_prob = tf.function(
-            lambda y: self.model.log_prob(y, training=False), input_signature=[spec]
-        )
+        super().__init__(config, data, model, load_mnist_data)
         num = config.eval.num_samples
         self._sample = tf.function(lambda seed: self.model.sample(num, seed))
 
@@ -278,20 +300,12 @@ class MnistDensityTask:
         return datasets.eval_dataset(self.data.test, self.config.eval.batch_size, "logit")
 
     # -- training --------------------------------------------------------------------------------
-    def param_groups(self) -> dict[str, training.ParamGroup]:
-        return {"model": training.ParamGroup(self.model.trainable_variables, self.optimizer)}
-
     def step(self, batch, seed) -> training.StepOutput:
         del seed  # Deterministic given the batch.
         y = tf.reshape(batch["image"], [-1, MNIST_EVENT_SIZE])  # [B, D]
-        log_p = self.model.log_prob(y, training=True)
-        # MAF App.: L2 weight decay lambda * sum w^2 on the weight matrices, a constant per
-        # example so that the mean loss carries it once.
-        decay = self.config.optimizer.weight_decay * tf.add_n(
-            [tf.reduce_sum(tf.square(w)) for w in self.model.weight_matrices]
-        )
+        log_p, loss = self._training_log_prob_and_loss(y)
         return training.StepOutput(
-            losses={"model": -log_p + decay},
+            losses={"model": loss},
             metrics={"log_likelihood": log_p, "bits_per_pixel": datasets.bits_per_pixel(log_p, y)},
         )
 
@@ -349,7 +363,7 @@ def load_uci_data(config: ml_collections.ConfigDict) -> uci.UciData:
     return uci.UciData(*(x[:n] if n else x for x, n in zip(data, prefixes, strict=True)))
 
 
-class UciDensityTask:
+class UciDensityTask(_DensityTask):
     """`common.training.Task` for MAF-paper density estimation on UCI / BSDS300 (`{"x": [B, D]}`
     batches; the loss, weight decay and evaluation are those of `MnistDensityTask` without the
     logit-space conversions)."""
@@ -361,20 +375,7 @@ class UciDensityTask:
         model: FlowDensity | None = None,
     ):
         """Loads the data (unless given) and builds the model (unless given, e.g. restored)."""
-        if config.model.flow not in MNIST_FLOWS:
-            raise ValueError(
-                f"model.flow must be one of {MNIST_FLOWS} for UCI, got {config.model.flow!r}."
-            )
-        self.config = config
-        self.data = data if data is not None else load_uci_data(config)
-        self.model = model if model is not None else build_model(config)
-        self.global_batch_size = config.batch_size
-        self.steps_per_epoch = datasets.steps_per_epoch(len(self.data.train), config.batch_size)
-        self.optimizer = make_optimizer(config)
-        spec = tf.TensorSpec([None, self.data.train.shape[1]], tf.float32)
-        self._eval_log_prob = tf.function(
-            lambda x: self.model.log_prob(x, training=False), input_signature=[spec]
-        )
+        super().__init__(config, data, model, load_uci_data)
 
     def train_dataset(self, start_step: int) -> tf.data.Dataset:
         return uci.train_dataset(
@@ -387,17 +388,10 @@ class UciDensityTask:
     def test_dataset(self) -> tf.data.Dataset:
         return uci.eval_dataset(self.data.test, self.config.eval.batch_size)
 
-    def param_groups(self) -> dict[str, training.ParamGroup]:
-        return {"model": training.ParamGroup(self.model.trainable_variables, self.optimizer)}
-
     def step(self, batch, seed) -> training.StepOutput:
         del seed  # Deterministic given the batch.
-        log_p = self.model.log_prob(batch["x"], training=True)
-        # MAF App.: L2 weight decay lambda * sum w^2 on the weight matrices (as for MNIST).
-        decay = self.config.optimizer.weight_decay * tf.add_n(
-            [tf.reduce_sum(tf.square(w)) for w in self.model.weight_matrices]
-        )
-        return training.StepOutput({"model": -log_p + decay}, {"log_likelihood": log_p})
+        log_p, loss = self._training_log_prob_and_loss(batch["x"])
+        return training.StepOutput({"model": loss}, {"log_likelihood": log_p})
 
     def set_batch_norm_statistics(self, num_examples: int) -> None:
         """Batch-norm statistics of `num_examples` evenly spaced training examples (0: all)."""
