@@ -146,6 +146,8 @@ def build_model(config: ml_collections.ConfigDict) -> FlowDensity:
     extra = {}
     if m.flow in models.MOG_DENSITY_NAMES:
         extra["num_components"] = m.get("num_components", models.DEFAULT_NUM_COMPONENTS)
+    if m.get("made_log_precision", False):
+        extra["made_log_precision"] = True  # the MAF code's MADE output (models._LogPrecision)
     mask = m.get("realnvp_mask", "halves")
     if mask != "halves":
         extra["mask"] = mask

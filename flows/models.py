@@ -156,6 +156,27 @@ class _BoundedLogScale(snt.Module):
         return shift, self.bound * tf.tanh(log_scale / self.bound)
 
 
+class _LogPrecision(snt.Module):
+    """Reads a MADE's second output as a log precision `logp` and returns
+    `log_scale = -0.5 logp`: the MAF code's parametrization (Papamakarios et
+    al. 2017, code: `u = exp(0.5 logp) (x - m)`). The same model family as a
+    direct log-scale, but the log-scale starts at half the spread and Adam
+    moves it half as fast; on MNIST the single MADE is ~30 nats ahead after 8
+    epochs with it (flows/README.md)."""
+
+    def __init__(self, conditioner: snt.Module):
+        super().__init__(name=f"log_precision_{conditioner.name}")
+        self.conditioner = conditioner
+
+    @property
+    def conditional(self) -> bool:
+        return getattr(self.conditioner, "conditional", False)
+
+    def __call__(self, *args, **kwargs) -> tuple[tf.Tensor, tf.Tensor]:
+        shift, log_precision = self.conditioner(*args, **kwargs)
+        return shift, -0.5 * log_precision
+
+
 class _BatchNormalization(tfb.BatchNormalization):
     """`tfb.BatchNormalization` whose training-mode forward log-det agrees
     with its inverse.
@@ -253,6 +274,7 @@ def make_flow(
     activation: Callable[[tf.Tensor], tf.Tensor] = tf.nn.relu,
     hidden_degrees: str = "sequential",
     log_scale_bound: float | None = None,
+    made_log_precision: bool = False,
     mask: str = "halves",
     image_shape: Sequence[int] | None = None,
     seed: int | None = None,
@@ -302,6 +324,9 @@ def make_flow(
         `(-bound, bound)` (`bound * tanh(log_scale / bound)`); `None` (the
         papers' parametrization) leaves them unbounded, which can overflow in
         the sampling direction of deep untrained stacks.
+      made_log_precision: made / maf / iaf only: read the MADE's second output
+        as a log precision, `log_scale = -0.5 logp` (the MAF code's
+        parametrization; `False`, the default, reads it as the log-scale).
       mask: realnvp coupling masks, one of `REALNVP_MASKS`: 'halves'
         (vectors), 'checkerboard' or 'channel' (images; need `image_shape`).
       image_shape: `(H, W, C)` with `H * W * C = D`, for the image masks only.
@@ -330,6 +355,8 @@ def make_flow(
         raise ValueError(f"`batch_norm` is only supported for maf and realnvp, not {name!r}.")
     if conditional_size is not None and name not in ("made", "maf", "iaf"):
         raise ValueError(f"`conditional_size` is only supported for made, maf, iaf, not {name!r}.")
+    if made_log_precision and name not in ("made", "maf", "iaf"):
+        raise ValueError(f"`made_log_precision` is a made/maf/iaf option, not {name!r}'s.")
     if log_scale_bound is not None and (name in ("planar", "radial") or log_scale_bound <= 0):
         raise ValueError(
             f"`log_scale_bound` must be positive and is not used by {name!r}, "
@@ -440,7 +467,7 @@ def make_flow(
             dtype=dtype,
             name=f"made_{k}",
         )
-        return bounded(made)
+        return bounded(_LogPrecision(made) if made_log_precision else made)
 
     if name == "made":
         return MaskedAutoregressiveFlow(shift_and_log_scale_fn=make_made(0), name="made")
