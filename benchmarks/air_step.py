@@ -21,11 +21,7 @@ Example (quick):
 
 from __future__ import annotations
 
-import os
-import platform
-import statistics
-import time
-
+import _timing  # benchmarks/, the script's folder
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -109,19 +105,13 @@ def _steps_per_second(estimator: str, mode: str) -> float:
         optimizers["baseline"].build(learner.baseline.trainable_variables)
     step = _make_step(learner, config, optimizers, mode)
     seeds = [tf.constant([_SEED.value, i]) for i in range(_WARMUP.value + _STEPS.value)]
-    for i in range(_WARMUP.value):
-        step(x, seeds[i]).numpy()
-    rates = []
-    loss = None
-    for _ in range(_REPEATS.value):
-        start = time.perf_counter()
-        for i in range(_STEPS.value):
-            loss = step(x, seeds[_WARMUP.value + i])
-        loss.numpy()  # Wait for the last step.
-        rates.append(_STEPS.value / (time.perf_counter() - start))
-    if not np.isfinite(loss.numpy()):
-        raise RuntimeError(f"Non-finite loss for {estimator} {mode}.")
-    return statistics.median(rates)
+    return _timing.median_steps_per_second(
+        lambda i: step(x, seeds[i]),
+        _WARMUP.value,
+        _STEPS.value,
+        _REPEATS.value,
+        f"{estimator} {mode}",
+    )
 
 
 def main(argv):
@@ -141,11 +131,7 @@ def main(argv):
     modes = [m for m in MODES if m in _MODES.value]
     estimators = [e for e in ESTIMATORS if e in _ESTIMATORS.value]
 
-    print(f"TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}")
-    print(
-        f"CPU cores: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); "
-        f"GPUs: {len(tf.config.list_physical_devices('GPU'))}"
-    )
+    _timing.print_machine()
     print(
         f"Model: air/configs/air.py:{_VARIANT.value}, B = {_BATCH.value}. Steps/s = median of "
         f"{_REPEATS.value} x {_STEPS.value} steps after {_WARMUP.value} warm-up steps; step = "

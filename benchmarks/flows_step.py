@@ -37,12 +37,10 @@ from __future__ import annotations
 
 import importlib.util
 import os
-import platform
-import statistics
 import sys
-import time
 from collections.abc import Callable
 
+import _timing  # benchmarks/, the script's folder
 import numpy as np
 import tensorflow as tf
 import tensorflow_probability as tfp
@@ -193,19 +191,10 @@ def _torch_step(model: str, x_np: np.ndarray) -> Callable[[], float]:
     return step
 
 
-def _rate(step: Callable) -> float:
-    for _ in range(_WARMUP.value):
-        step()
-    rates, loss = [], None
-    for _ in range(_REPEATS.value):
-        start = time.perf_counter()
-        for _ in range(_STEPS.value):
-            loss = step()
-        loss = float(loss)  # Waits for the last step.
-        rates.append(_STEPS.value / (time.perf_counter() - start))
-    if not np.isfinite(loss):
-        raise RuntimeError(f"Non-finite loss {loss}.")
-    return statistics.median(rates)
+def _rate(step: Callable[[], object], what: str) -> float:
+    return _timing.median_steps_per_second(
+        lambda i: step(), _WARMUP.value, _STEPS.value, _REPEATS.value, what
+    )
 
 
 def main(argv):
@@ -228,15 +217,10 @@ def main(argv):
         raise app.UsageError(f"--hidden_units must be integers: {e}") from e
     if not hidden or min([_EVENT_SIZE.value, _LAYERS.value, _BATCH.value, *hidden]) < 1:
         raise app.UsageError("--event_size, --hidden_units, --num_layers, --batch_size >= 1.")
-    if min(_STEPS.value, _REPEATS.value) < 1 or _WARMUP.value < 0:
-        raise app.UsageError("--steps and --repeats must be >= 1, --warmup >= 0.")
+    _timing.check_flags(_STEPS.value, _REPEATS.value, _WARMUP.value)
     modes = [m for m in MODES if m in _MODES.value]
 
-    print(f"TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}")
-    print(
-        f"CPU cores: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); "
-        f"GPUs: {len(tf.config.list_physical_devices('GPU'))}"
-    )
+    _timing.print_machine()
     print(
         f"MAF({_LAYERS.value}), D = {_EVENT_SIZE.value}, hidden {hidden}, "
         f"B = {_BATCH.value}; steps/s = median of {_REPEATS.value} x {_STEPS.value} steps after "
@@ -252,14 +236,15 @@ def main(argv):
         if model in TF_MODELS:
             for mode in modes:
                 tf.random.set_seed(_SEED.value)
-                print(f"{model:<10} {mode:<9} {_rate(_tf_step(model, mode, x)):9.2f}", flush=True)
+                rate = _rate(_tf_step(model, mode, x), f"{model} {mode}")
+                print(f"{model:<10} {mode:<9} {rate:9.2f}", flush=True)
             continue
         missing = [m for m in ("torch", model) if importlib.util.find_spec(m) is None]
         if missing:
             print(f"{model:<10} skipped: {', '.join(missing)} not importable (not a dependency)")
             continue
         try:
-            rate = f"{_rate(_torch_step(model, x_np)):9.2f}"
+            rate = f"{_rate(_torch_step(model, x_np), model):9.2f}"
         except Exception as e:  # A third-party API change must not hide the other rows.
             rate = f"failed: {type(e).__name__}: {e}"
         print(f"{model:<10} {'torch':<9} {rate}", flush=True)

@@ -14,11 +14,7 @@ Example (quick):
 
 from __future__ import annotations
 
-import os
-import platform
-import statistics
-import time
-
+import _timing  # benchmarks/, the script's folder
 import numpy as np
 import tensorflow as tf
 import tf_keras
@@ -83,19 +79,13 @@ def _steps_per_second(layers: int, batch: int, k: int, mode: str) -> float:
     optimizer.build(model.trainable_variables)
     step = _make_step(model, optimizer, k, mode)
     seeds = [tf.constant([_SEED.value, i]) for i in range(_WARMUP.value + _STEPS.value)]
-    for i in range(_WARMUP.value):
-        step(x, seeds[i]).numpy()
-    rates = []
-    for _ in range(_REPEATS.value):
-        start = time.perf_counter()
-        loss = None
-        for i in range(_STEPS.value):
-            loss = step(x, seeds[_WARMUP.value + i])
-        loss.numpy()  # Wait for the last step.
-        rates.append(_STEPS.value / (time.perf_counter() - start))
-    if not np.isfinite(loss.numpy()):
-        raise RuntimeError(f"Non-finite loss for layers={layers} B={batch} K={k} {mode}.")
-    return statistics.median(rates)
+    return _timing.median_steps_per_second(
+        lambda i: step(x, seeds[i]),
+        _WARMUP.value,
+        _STEPS.value,
+        _REPEATS.value,
+        f"layers={layers} B={batch} K={k} {mode}",
+    )
 
 
 def main(argv):
@@ -106,15 +96,10 @@ def main(argv):
     bad = set(_MODES.value) - set(MODES)
     if bad:
         raise app.UsageError(f"--modes got {sorted(bad)}; allowed: {MODES}.")
-    if min(_STEPS.value, _REPEATS.value) < 1 or _WARMUP.value < 0:
-        raise app.UsageError("--steps and --repeats must be >= 1, --warmup >= 0.")
+    _timing.check_flags(_STEPS.value, _REPEATS.value, _WARMUP.value)
     modes = [m for m in MODES if m in _MODES.value]
 
-    print(f"TensorFlow {tf.__version__}, {platform.processor() or platform.machine()}")
-    print(
-        f"CPU cores: {os.cpu_count()} (usable: {len(os.sched_getaffinity(0))}); "
-        f"GPUs: {len(tf.config.list_physical_devices('GPU'))}"
-    )
+    _timing.print_machine()
     print(
         f"Inputs: random binary images (speed does not depend on data). "
         f"Steps/s = median of {_REPEATS.value} x {_STEPS.value} steps "
