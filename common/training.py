@@ -5,7 +5,9 @@ losses, evaluation, images); `train` does the rest: the `tf.distribute`
 strategy, a `tf.function` step (optionally XLA-compiled), absl logs with
 steps/s and ETA, TensorBoard scalars/images/learning rates, periodic
 validation, checkpoints every N steps and on SIGINT/SIGTERM, resume, and a
-guard that stops on NaN/Inf before anything non-finite is saved.
+guard that stops on NaN/Inf before anything non-finite is saved. An optional
+`after_validation` hook sees every validation result and may stop the loop
+(early stopping) without leaving the compiled step.
 
 Config fields read here (see `loop_config`): `seed`, `strategy`,
 `num_cpu_devices`, `deterministic`, `loop.num_steps`, `loop.log_every`,
@@ -25,7 +27,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple, Protocol
 
 import ml_collections
@@ -99,6 +101,7 @@ class TrainResult(NamedTuple):
     train_metrics: dict[str, float]
     validation_metrics: dict[str, float]
     interrupted: bool
+    stopped_by_hook: bool = False  # `after_validation` returned True
 
 
 def loop_config() -> ml_collections.ConfigDict:
@@ -252,6 +255,7 @@ def train(
     run_dir: str,
     build_task,
     resume_from: str | None = None,
+    after_validation: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> TrainResult:
     """Trains `build_task(config)` and checkpoints into `run_dir`.
 
@@ -261,9 +265,16 @@ def train(
       build_task: `config -> Task`; called under the strategy's scope. The task
         must have created all its variables when it returns.
       resume_from: checkpoint prefix to continue from, or None for a new run.
+      after_validation: optional `(step, validation_metrics) -> stop`, called
+        after every validation (every `loop.eval_every` steps and at the end).
+        With a hook, a checkpoint is saved at every validation step before
+        the validation runs, so the hook's own records (e.g. an early-stopping
+        state) always have a checkpoint to resume from. Returning True ends
+        training there; the step function stays compiled across validations.
 
     Returns:
-      A `TrainResult`; `interrupted` is True when a signal stopped training.
+      A `TrainResult`; `interrupted` is True when a signal stopped training,
+      `stopped_by_hook` when `after_validation` did.
 
     Raises:
       NonFiniteError: a loss, metric or gradient became NaN/Inf; the message
@@ -347,6 +358,9 @@ def train(
         path = manager.save(checkpoint_number=s)
         logging.info("Saved checkpoint %s", path)
 
+    stopped_by_hook = False
+    if validation is None:
+        after_validation = None  # no validation data: the hook is never called
     if start >= num_steps:
         logging.info("Step %d already reaches loop.num_steps = %d.", start, num_steps)
     with _SignalCatcher() as signals:
@@ -400,7 +414,12 @@ def train(
                     ).items():
                         tf.summary.image(name, image, step=s)
             if s % loop.eval_every == 0 and s != num_steps:
+                if after_validation is not None:
+                    save(s)
                 evaluate(s)
+                if after_validation is not None and after_validation(s, validation_metrics):
+                    stopped_by_hook = True
+                    break
             if s % loop.checkpoint_every == 0:
                 save(s)
             if signals.received is not None:
@@ -412,8 +431,10 @@ def train(
             final = int(step)
             save(final)
             evaluate(final)
+            if after_validation is not None:
+                stopped_by_hook = bool(after_validation(final, validation_metrics))
     for writer in writers.values():
         writer.flush()
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return TrainResult(int(step), last_metrics, validation_metrics, interrupted)
+    return TrainResult(int(step), last_metrics, validation_metrics, interrupted, stopped_by_hook)

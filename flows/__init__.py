@@ -1,9 +1,10 @@
 """Normalizing flows as TFP bijectors (Rezende & Mohamed 2015; Germain et al.
 2015; Papamakarios et al. 2017; Kingma et al. 2016; Dinh et al. 2017).
 
-- `flows.models`: planar, radial, MADE, MAF, IAF, RealNVP (alternating halves, or checkerboard /
-  channel masks for images). The planar / radial bijectors and the MADE network live in
-  `common.bijectors` and `common.made` (re-exported here) because `vae` uses them too.
+- `flows.models`: planar, radial, MADE, MAF, IAF, RealNVP (alternating halves or odd/even
+  coordinates for vectors, checkerboard / channel masks for images). The planar / radial
+  bijectors and the MADE network live in `common.bijectors` and `common.made` (re-exported
+  here) because `vae` uses them too.
 - `flows.one_pass`: TFP's MAF and RealNVP bijectors with one network pass per `log_prob`.
 - `flows.mog`: MADE MoG (mixture-of-Gaussians conditionals), alone or as the base of MAF MoG.
 - `flows.experiment`: density estimation on MNIST (MAF paper), UCI / BSDS300 (`common.uci`) and

@@ -10,11 +10,10 @@
 - `task = "toy"`: 2-D densities by maximum likelihood and the energies U1-U4 of Rezende & Mohamed
   (2015) by reverse KL (`flows.toy`).
 
-Early stopping: `common.training.train` has no stopping hook, so `train_and_evaluate` runs it in
-chunks of `early_stopping.eval_every_epochs` epochs, each continuing from the checkpoint the
-previous one wrote (the step-indexed data and the checkpointed random stream make the chunks one
-uninterrupted trajectory) with the same in-memory task, and checks the validation score after each
-chunk; the best model is kept in `<run_dir>/best/` and the state in `early_stopping.json`.
+Early stopping: `train_and_evaluate` runs `common.training.train` once, validating every
+`early_stopping.eval_every_epochs` epochs through the loop's `after_validation` hook, which
+records the score in `early_stopping.json`, keeps the best model in `<run_dir>/best/` and stops
+the loop after `patience_epochs` epochs without improvement.
 
 Symbols: B batch, D event size (784 for MNIST, 6-63 for UCI, 2 for the toys), N examples.
 """
@@ -118,8 +117,8 @@ def build_model(config: ml_collections.ConfigDict) -> FlowDensity:
     """The model of `config` with all its variables created.
 
     `model.num_components` reaches the MADE MoG densities (made_mog, maf_mog) only;
-    `model.realnvp_mask` other than "halves" goes to `make_flow` with the MNIST image shape
-    (and fails there for a flow other than realnvp). Configs without these fields (toys) get
+    `model.realnvp_mask` reaches realnvp only (other flows ignore it), the image masks with the
+    MNIST image shape. Configs without these fields (toys) get
     the defaults.
 
     Raises:
@@ -149,9 +148,10 @@ def build_model(config: ml_collections.ConfigDict) -> FlowDensity:
     if m.get("made_log_precision", False):
         extra["made_log_precision"] = True  # the MAF code's MADE output (models._LogPrecision)
     mask = m.get("realnvp_mask", "halves")
-    if mask != "halves":
+    if m.flow == "realnvp" and mask != "halves":
         extra["mask"] = mask
-        extra["image_shape"] = MNIST_IMAGE_SHAPE if config.task == "mnist" else None
+        if mask in models.IMAGE_MASKS:
+            extra["image_shape"] = MNIST_IMAGE_SHAPE if config.task == "mnist" else None
     density = models.make_density(
         m.flow,
         _event_size(config),
@@ -652,8 +652,13 @@ def train_with_early_stopping(
     """Trains an MNIST or UCI density with early stopping (`early_stopping.patience_epochs > 0`)
     or for `loop.num_steps`.
 
+    Validation runs every `early_stopping.eval_every_epochs` epochs inside one call of
+    `common.training.train` (its `after_validation` hook), which saves a checkpoint there; the
+    hook records the score in `early_stopping.json`, keeps the best model in `best/` and stops
+    the loop after `patience_epochs` epochs without improvement.
+
     Returns:
-      The last chunk's `TrainResult` and the early-stopping state (None without early stopping).
+      The loop's `TrainResult` and the early-stopping state (None without early stopping).
 
     Raises:
       ValueError: early stopping with a strategy other than `default` (see module docstring).
@@ -663,52 +668,57 @@ def train_with_early_stopping(
         return training.train(config, run_dir, build_task, resume_from), None
     if config.strategy != "default" or config.num_cpu_devices > 1:
         raise ValueError(
-            "Early stopping runs common.training.train in epoch chunks on one in-memory task, "
-            "which needs strategy='default'; use early_stopping.patience_epochs=0 for "
-            f"strategy={config.strategy!r}."
+            "Early stopping validates and sets batch-norm statistics on one in-memory task "
+            "between training steps, which needs strategy='default'; use "
+            f"early_stopping.patience_epochs=0 for strategy={config.strategy!r}."
         )
     uci_data = load_uci_data(config) if config.task == "uci" else None  # loaded once
     num_train = len(uci_data.train) if uci_data is not None else _num_train(config)
     per_epoch = datasets.steps_per_epoch(num_train, config.batch_size)
-    chunk = es.eval_every_epochs * per_epoch
+    every = es.eval_every_epochs * per_epoch
     state = load_early_stopping(run_dir) or EarlyStopping(es.patience_epochs * per_epoch)
     step = experiment.checkpoint_step(resume_from) if resume_from else 0
     task, best = None, None
 
-    def build(chunk_config):
+    def build(train_config):
         nonlocal task
-        if task is None:
-            if uci_data is not None:
-                task = UciDensityTask(chunk_config, uci_data)
-            else:
-                task = MnistDensityTask(chunk_config)
+        if uci_data is not None:
+            task = UciDensityTask(train_config, uci_data)
+        else:
+            task = MnistDensityTask(train_config)
         return task
 
+    def after_validation(step: int, metrics: dict[str, float]) -> bool:
+        """Records the validation score, keeps the best checkpoint; True stops training."""
+        nonlocal best
+        if step <= state.last_step:  # already recorded (a resumed run)
+            return state.should_stop
+        value = metrics["log_likelihood"]
+        if state.update(step, value):
+            best = best or _best_manager(task.model, run_dir)
+            path = best.save(checkpoint_number=step)
+            state.best_checkpoint = os.path.relpath(path, run_dir)  # the run folder may move
+        logging.info(
+            "epoch %.2f: validation log-likelihood %.2f (best %.2f at epoch %.2f)",
+            step / per_epoch,
+            value,
+            state.best_value,
+            (state.best_step or 0) / per_epoch,
+        )
+        experiment.write_json(os.path.join(run_dir, EARLY_STOPPING_FILE), state.to_dict())
+        return state.should_stop
+
     result = training.TrainResult(step, {}, {}, False)
-    while not state.should_stop and step < config.loop.num_steps:
-        end = min(config.loop.num_steps, (step // chunk + 1) * chunk)
-        chunk_config = ml_collections.ConfigDict(config.to_dict())
-        chunk_config.loop.num_steps = end
-        chunk_config.loop.eval_every = end + 1  # Validation only at the chunk's end.
-        result = training.train(chunk_config, run_dir, build, resume_from)
+    if not state.should_stop and step < config.loop.num_steps:
+        # One call of the loop: validation every `every` steps through the hook, so the step
+        # function compiles once (not once per epoch) and a signal is handled at any step.
+        train_config = ml_collections.ConfigDict(config.to_dict())
+        train_config.loop.eval_every = every
+        train_config.loop.image_every = min(config.loop.image_every, every)
+        result = training.train(train_config, run_dir, build, resume_from, after_validation)
         if result.interrupted:
             return result, state
         step = result.step
-        if step > state.last_step:
-            value = result.validation_metrics["log_likelihood"]
-            if state.update(step, value):
-                best = best or _best_manager(task.model, run_dir)
-                path = best.save(checkpoint_number=step)
-                state.best_checkpoint = os.path.relpath(path, run_dir)  # the run folder may move
-            logging.info(
-                "epoch %.2f: validation log-likelihood %.2f (best %.2f at epoch %.2f)",
-                step / per_epoch,
-                value,
-                state.best_value,
-                (state.best_step or 0) / per_epoch,
-            )
-            experiment.write_json(os.path.join(run_dir, EARLY_STOPPING_FILE), state.to_dict())
-        resume_from = experiment.latest_checkpoint(run_dir)
     if state.should_stop:
         logging.info(
             "Early stopping at epoch %.2f: no improvement for %d epochs.",

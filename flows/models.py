@@ -37,8 +37,10 @@ MOG_DENSITY_NAMES = ("made_mog", "maf_mog")
 DENSITY_NAMES = FLOW_NAMES + MOG_DENSITY_NAMES
 # MAF paper (Papamakarios et al. 2017): 10 components per MADE MoG conditional.
 DEFAULT_NUM_COMPONENTS = 10
-# RealNVP coupling masks (Dinh et al. 2017, sec. 3.4); images need `image_shape`.
-REALNVP_MASKS = ("halves", "checkerboard", "channel")
+# RealNVP coupling masks: contiguous halves (TFP's `RealNVP`), even/odd coordinates (the MAF
+# code's baseline), and the image masks of Dinh et al. 2017, sec. 3.4 (need `image_shape`).
+REALNVP_MASKS = ("halves", "parity", "checkerboard", "channel")
+IMAGE_MASKS = ("checkerboard", "channel")
 
 # Batch-norm variance epsilon of the MAF code (Papamakarios et al. 2017).
 BATCH_NORM_EPSILON = 1e-5
@@ -222,15 +224,23 @@ def _layer_seed(seed: int | None, k: int) -> int | None:
     return None if seed is None else seed + 1000 * k
 
 
-def _coupling_mask(mask: str, image_shape: tuple[int, int, int], k: int) -> np.ndarray:
-    """`[H * W * C]` bool: the units coupling layer k leaves unchanged (and
-    conditions on), for events that flatten `[H, W, C]` images row-major.
+def _coupling_mask(
+    mask: str, image_shape: tuple[int, int, int] | None, k: int, event_size: int
+) -> np.ndarray:
+    """`[D]` bool: the units coupling layer k leaves unchanged (and conditions
+    on).
 
-    Dinh et al. (2017), sec. 3.4 and Fig. 3: 'checkerboard' fixes the pixels
-    with `(h + w) % 2 == k % 2` (all channels of a pixel together), so the
-    parity alternates between layers; 'channel' fixes channels `[0, C // 2)`
-    for even k and `[C // 2, C)` for odd k.
+    'parity' (the MAF code's RealNVP, Papamakarios et al. 2017: its mask is
+    `arange(D) % 2`, flipped after every coupling) fixes the odd coordinates
+    for even k and the even ones for odd k. The image masks are for events
+    that flatten `[H, W, C]` images row-major (Dinh et al. 2017, sec. 3.4 and
+    Fig. 3): 'checkerboard' fixes the pixels with `(h + w) % 2 == k % 2` (all
+    channels of a pixel together), so the parity alternates between layers;
+    'channel' fixes channels `[0, C // 2)` for even k and `[C // 2, C)` for
+    odd k.
     """
+    if mask == "parity":
+        return np.arange(event_size) % 2 != k % 2
     height, width, channels = image_shape
     h, w, c = np.meshgrid(np.arange(height), np.arange(width), np.arange(channels), indexing="ij")
     if mask == "checkerboard":
@@ -292,16 +302,19 @@ def make_flow(
     - 'iaf': K inverted MAF layers (Kingma et al. 2016; Invert(MAF) has a
       one-pass forward), orders reversed between layers; with
       `conditional_size` every MADE also sees a context `h`.
-    - 'realnvp': K affine couplings (Dinh et al. 2017) with alternating halves
-      (the first `D // 2` coordinates condition the rest, then the reverse),
-      `CouplingConditioner`s, batch norm after each coupling (MAF paper's
-      baseline). The MAF code alternates even/odd coordinates instead; the two
-      model families differ only by a fixed permutation of the coordinates.
-      For images flattened row-major from `[H, W, C]` (`image_shape`),
+    - 'realnvp': K affine couplings (Dinh et al. 2017) with
+      `CouplingConditioner`s and batch norm after each coupling (MAF paper's
+      baseline). `mask='halves'` (default) alternates contiguous halves (the
+      first `D // 2` coordinates condition the rest, then the reverse);
+      `mask='parity'` alternates odd/even coordinates, as the MAF code does
+      (on MNIST the odd columns are then predicted from their neighbours, not
+      the bottom half of the image from the top half: the MNIST configs use
+      it). For images flattened row-major from `[H, W, C]` (`image_shape`),
       `mask='checkerboard'` alternates the parity of a spatial checkerboard
       and `mask='channel'` alternates channel halves (Dinh et al. 2017,
-      sec. 3.4): each coupling is `Permute(inverse) o RealNVP o Permute`, the
-      permutation bringing the fixed units first (log-det 0).
+      sec. 3.4). Each non-'halves' coupling is
+      `Permute(inverse) o RealNVP o Permute`, the permutation bringing the
+      fixed units first (log-det 0).
 
     Conditional flows take the context through
     `bijector_kwargs=conditional_kwargs(flow, h)`. Batch norm is built in
@@ -327,8 +340,9 @@ def make_flow(
       made_log_precision: made / maf / iaf only: read the MADE's second output
         as a log precision, `log_scale = -0.5 logp` (the MAF code's
         parametrization; `False`, the default, reads it as the log-scale).
-      mask: realnvp coupling masks, one of `REALNVP_MASKS`: 'halves'
-        (vectors), 'checkerboard' or 'channel' (images; need `image_shape`).
+      mask: realnvp coupling masks, one of `REALNVP_MASKS`: 'halves' or
+        'parity' (vectors), 'checkerboard' or 'channel' (images; need
+        `image_shape`).
       image_shape: `(H, W, C)` with `H * W * C = D`, for the image masks only.
       seed: seed of the initial weights and random degrees (`None`: from
         TF's global generator).
@@ -367,7 +381,7 @@ def make_flow(
         raise ValueError(f"Unknown `mask` {mask!r}; expected one of {REALNVP_MASKS}.")
     if mask != "halves" and name != "realnvp":
         raise ValueError(f"`mask` is a realnvp option; {name!r} takes only 'halves', got {mask!r}.")
-    if mask == "halves" and image_shape is not None:
+    if mask not in IMAGE_MASKS and image_shape is not None:
         raise ValueError(
             f"`image_shape` is only used by the checkerboard and channel masks, got {image_shape} "
             f"with mask={mask!r}."
@@ -387,10 +401,13 @@ def make_flow(
         return tfb.Chain([layer() for layer in reversed(layers)], name=name)
 
     if name == "realnvp" and mask != "halves":
-        image_shape = _check_image_shape(mask, image_shape, event_size)
+        if mask in IMAGE_MASKS:
+            image_shape = _check_image_shape(mask, image_shape, event_size)
+        elif event_size < 2:
+            raise ValueError(f"realnvp needs `event_size >= 2`, got {event_size}.")
         bijectors = []
         for k in range(num_layers):
-            fixed = _coupling_mask(mask, image_shape, k)  # [D] bool
+            fixed = _coupling_mask(mask, image_shape, k, event_size)  # [D] bool
             permutation = np.concatenate([np.flatnonzero(fixed), np.flatnonzero(~fixed)])
             num_fixed = int(fixed.sum())
             conditioner = CouplingConditioner(

@@ -65,6 +65,7 @@ def get_config(variant: str = "power") -> ml_collections.ConfigDict:
     c.model.hidden_degrees = "sequential"  # MADE degrees as in the MAF code
     c.model.batch_norm = True  # after every MADE (MAF sec. 3.4)
     c.model.log_scale_bound = config_dict.placeholder(float)  # None: unbounded (the paper)
+    c.model.realnvp_mask = "parity"  # realnvp only: odd/even coordinates as in the MAF code
 
     c.batch_size = 100  # MAF App.
     c.optimizer = ml_collections.ConfigDict()

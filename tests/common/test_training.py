@@ -87,6 +87,20 @@ class _Regression:
         return {}
 
 
+class _Validated(_Regression):
+    """`_Regression` with a validation set; its 'mse' is the mean squared error of the current
+    weights on 64 fixed examples."""
+
+    def validation_dataset(self):
+        x = tf.random.stateless_normal([64, 3], [11, 12])
+        y = tf.reduce_sum(x * [1.0, -2.0, 0.5], axis=1, keepdims=True)
+        return tf.data.Dataset.from_tensors({"x": x, "y": y})
+
+    def evaluate(self, dataset, seed):
+        batch = next(iter(dataset))
+        return {"mse": float(tf.reduce_mean((self.model(batch["x"]) - batch["y"]) ** 2))}
+
+
 class _TwoGroups(_Regression):
     """Two scalars with separate losses: loss_a = (a - 1)^2 + b^2 trains only a,
     loss_b = (b - 3)^2 trains only b; the optimum is a = 1, b = 3 (had loss_a's
@@ -181,6 +195,55 @@ class TrainingLoopTest(tf.test.TestCase):
         self.assertEqual(experiment.checkpoint_step(latest), result.step)
         # The signal handler is gone afterwards.
         self.assertIs(signal.getsignal(signal.SIGTERM), signal.SIG_DFL)
+
+    def _train_with_hook(self, config, run_dir, stop_at=None, resume_from=None):
+        calls, holder = [], {}
+
+        def build(c):
+            holder["task"] = _Validated(c)
+            return holder["task"]
+
+        def after_validation(step, metrics):
+            # What the hook sees is the model at `step`: a checkpoint of it exists already.
+            latest = experiment.latest_checkpoint(run_dir)
+            calls.append((step, metrics["mse"], experiment.checkpoint_step(latest)))
+            return stop_at is not None and step >= stop_at
+
+        result = training.train(config, run_dir, build, resume_from, after_validation)
+        return result, holder["task"], calls
+
+    def test_after_validation_sees_every_validation_with_a_checkpoint(self):
+        config = _config(10, checkpoint_every=1000)
+        config.loop.eval_every = 3
+        run_dir = self.create_tempdir().full_path
+        result, task, calls = self._train_with_hook(config, run_dir)
+        self.assertEqual([c[0] for c in calls], [3, 6, 9, 10])  # and at the end
+        self.assertEqual([c[2] for c in calls], [3, 6, 9, 10])  # saved before validating
+        self.assertFalse(result.stopped_by_hook)
+        self.assertEqual(result.validation_metrics["mse"], calls[-1][1])
+        self.assertLess(calls[-1][1], calls[0][1])  # it trains
+
+    def test_after_validation_stops_the_loop_on_the_same_trajectory(self):
+        config = _config(12, checkpoint_every=1000)
+        config.loop.eval_every = 2
+        stopped_dir = self.create_tempdir().full_path
+        result, stopped, calls = self._train_with_hook(config, stopped_dir, stop_at=4)
+        self.assertTrue(result.stopped_by_hook)
+        self.assertFalse(result.interrupted)
+        self.assertEqual(result.step, 4)
+        self.assertEqual([c[0] for c in calls], [2, 4])
+        self.assertEqual(experiment.checkpoint_step(experiment.latest_checkpoint(stopped_dir)), 4)
+        # The parameters equal those of a plain loop of 4 steps: validating changes nothing.
+        plain_dir = self.create_tempdir().full_path
+        _, plain = self._train(_config(4, checkpoint_every=1000), plain_dir)
+        for u, v in zip(_variables(stopped), _variables(plain), strict=True):
+            self.assertAllEqual(u, v)
+        # Resuming the stopped run continues to the end, validating from step 6 on.
+        result, _, calls = self._train_with_hook(
+            config, stopped_dir, resume_from=experiment.latest_checkpoint(stopped_dir)
+        )
+        self.assertEqual([c[0] for c in calls], [6, 8, 10, 12])
+        self.assertEqual(result.step, 12)
 
     def test_learning_rate_of_a_schedule(self):
         schedule = tf_keras.optimizers.schedules.PiecewiseConstantDecay([2], [1.0, 0.5])

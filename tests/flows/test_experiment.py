@@ -105,9 +105,9 @@ class MnistEndToEndTest(tf.test.TestCase):
         names = lambda m: sorted(v.name for v in m.variables)
         self.assertEqual(names(restored.model), names(fresh))
 
-    def test_epoch_chunks_follow_the_uninterrupted_trajectory(self):
-        """Early stopping ran the loop in epoch chunks (validation and batch-norm statistics in
-        between); the parameters equal those of one uninterrupted call of the loop."""
+    def test_early_stopping_follows_the_uninterrupted_trajectory(self):
+        """Early stopping validates (and sets batch-norm statistics) between training steps
+        through the loop's hook; the parameters equal those of the plain loop."""
         config = mnist_configs.get_config("smoke")
         config.early_stopping.patience_epochs = 0  # one call of common.training.train
         config.eval.after_training = False
@@ -118,8 +118,8 @@ class MnistEndToEndTest(tf.test.TestCase):
         self.assertIsNone(state)
         self.assertEqual(result.step, 20)
         plain = experiment.load_from_checkpoint(run_dir).model
-        chunked = experiment.load_from_checkpoint(self.run_dir).model  # model.ckpt-20
-        for u, v in zip(chunked.trainable_variables, plain.trainable_variables, strict=True):
+        stopped = experiment.load_from_checkpoint(self.run_dir).model  # model.ckpt-20
+        for u, v in zip(stopped.trainable_variables, plain.trainable_variables, strict=True):
             self.assertAllEqual(u, v, msg=u.name)
 
 

@@ -1,5 +1,6 @@
-"""Tests for RealNVP's image masks (`flows.make_flow("realnvp", mask=...)`):
-checkerboard and channel couplings (Dinh et al. 2017, sec. 3.4)."""
+"""Tests for RealNVP's masks (`flows.make_flow("realnvp", mask=...)`): the MAF
+code's odd/even 'parity' couplings (Papamakarios et al. 2017) and the image
+masks, checkerboard and channel (Dinh et al. 2017, sec. 3.4)."""
 
 import numpy as np
 import tensorflow as tf
@@ -18,7 +19,13 @@ HIDDEN = (8,)
 
 def _expected_fixed(mask, image_shape, k):
     """`[H * W * C]` bool: units coupling k must leave unchanged, by explicit loops
-    over a row-major `[H, W, C]` image."""
+    over a row-major `[H, W, C]` image; for 'parity', the MAF code's mask
+    (`arange(D) % 2` marks the unchanged units, flipped after every coupling)."""
+    if mask == "parity":
+        maf_code_mask = np.arange(int(np.prod(image_shape))) % 2
+        for _ in range(k):
+            maf_code_mask = 1 - maf_code_mask
+        return maf_code_mask == 1
     height, width, channels = image_shape
     fixed = []
     for h in range(height):
@@ -40,7 +47,15 @@ def _batch_norms(flow):
     return [b for b in flow.parameters["bijectors"] if isinstance(b, tfb.BatchNormalization)]
 
 
+def _shape_kwargs(mask, image_shape):
+    """`make_flow` takes `image_shape` for the image masks only; a 'parity'
+    case's shape just gives D."""
+    return {"image_shape": image_shape} if mask in flows.models.IMAGE_MASKS else {}
+
+
 _CASES = [
+    ("parity", (5, 1, 1)),
+    ("parity", (6, 1, 1)),
     ("checkerboard", (3, 4, 1)),
     ("checkerboard", (3, 3, 2)),
     ("channel", (2, 3, 2)),
@@ -66,10 +81,10 @@ class RealNVPMaskTest(tf.test.TestCase, parameterized.TestCase):
             3,
             HIDDEN,
             mask=mask,
-            image_shape=image_shape,
             batch_norm=False,
             dtype=tf.float64,
             seed=1,
+            **_shape_kwargs(mask, image_shape),
         )
         couplings = _couplings(flow)
         self.assertLen(couplings, 3)
@@ -98,7 +113,14 @@ class RealNVPMaskTest(tf.test.TestCase, parameterized.TestCase):
     def test_round_trip_and_log_det_match_autodiff(self, mask, image_shape):
         d = int(np.prod(image_shape))
         flow = flows.make_flow(
-            "realnvp", d, 3, HIDDEN, mask=mask, image_shape=image_shape, dtype=tf.float64, seed=2
+            "realnvp",
+            d,
+            3,
+            HIDDEN,
+            mask=mask,
+            dtype=tf.float64,
+            seed=2,
+            **_shape_kwargs(mask, image_shape),
         )
         flow = flows.with_training(flow, False)
         for bn in _batch_norms(flow):  # A non-trivial evaluation-mode batch norm.
@@ -173,6 +195,10 @@ class RealNVPMaskTest(tf.test.TestCase, parameterized.TestCase):
             flows.make_flow("maf", 4, 2, HIDDEN, mask="checkerboard", image_shape=(2, 2, 1))
         with self.assertRaisesRegex(ValueError, "only used by"):
             flows.make_flow("realnvp", 4, 2, HIDDEN, image_shape=(2, 2, 1))
+        with self.assertRaisesRegex(ValueError, "only used by"):
+            flows.make_flow("realnvp", 4, 2, HIDDEN, mask="parity", image_shape=(2, 2, 1))
+        with self.assertRaisesRegex(ValueError, "event_size >= 2"):
+            flows.make_flow("realnvp", 1, 2, HIDDEN, mask="parity")
 
 
 class RealNVPMaskConfigTest(tf.test.TestCase):
@@ -183,8 +209,20 @@ class RealNVPMaskConfigTest(tf.test.TestCase):
         config.model.realnvp_mask = mask
         return config
 
-    def test_default_is_halves(self):
-        self.assertEqual(mnist_configs.get_config("realnvp5").model.realnvp_mask, "halves")
+    def test_default_is_the_maf_code_parity(self):
+        self.assertEqual(mnist_configs.get_config("realnvp5").model.realnvp_mask, "parity")
+
+    def test_mnist_parity_fixes_odd_then_even_columns(self):
+        model = flows_experiment.build_model(self._config("parity"))
+        x = tf.random.stateless_normal([2, 784], [3, 4])
+        h = x
+        for k, coupling in enumerate(_couplings(model.flow)):
+            y = coupling.forward(h).numpy().reshape(2, 28, 28)
+            columns = np.arange(28) % 2 == (1 if k % 2 == 0 else 0)  # 28 is even
+            before = h.numpy().reshape(2, 28, 28)
+            self.assertAllEqual(y[:, :, columns], before[:, :, columns])
+            self.assertTrue(np.all(y[:, :, ~columns] != before[:, :, ~columns]))
+            h = tf.constant(y.reshape(2, 784))
 
     def test_mnist_checkerboard(self):
         model = flows_experiment.build_model(self._config("checkerboard"))
@@ -201,11 +239,14 @@ class RealNVPMaskConfigTest(tf.test.TestCase):
         with self.assertRaisesRegex(ValueError, "C >= 2"):
             flows_experiment.build_model(self._config("channel"))
 
-    def test_mask_on_another_flow_is_an_error(self):
-        config = self._config("checkerboard")
-        config.model.flow = "maf"
-        with self.assertRaisesRegex(ValueError, "realnvp option"):
-            flows_experiment.build_model(config)
+    def test_other_flows_ignore_the_realnvp_mask(self):
+        shapes = []
+        for mask in ("parity", "checkerboard"):
+            config = self._config(mask)
+            config.model.flow = "maf"
+            model = flows_experiment.build_model(config)
+            shapes.append([tuple(v.shape) for v in model.trainable_variables])
+        self.assertEqual(shapes[0], shapes[1])
 
 
 if __name__ == "__main__":
