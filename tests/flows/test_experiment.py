@@ -7,6 +7,7 @@ import math
 import os
 import shutil
 import tempfile
+from unittest import mock
 
 import numpy as np
 import tensorflow as tf
@@ -105,6 +106,28 @@ class MnistEndToEndTest(tf.test.TestCase):
         names = lambda m: sorted(v.name for v in m.variables)
         self.assertEqual(names(restored.model), names(fresh))
 
+    def test_early_stopping_stops_the_loop_and_a_resume_trains_no_further(self):
+        config = mnist_configs.get_config("smoke")
+        config.loop.num_steps = 50  # 5 epochs of 10 steps; patience 1 epoch
+        config.eval.after_training = False
+        run_dir = os.path.join(self.results, "stops")
+        os.makedirs(run_dir)
+        experiment.write_run_info(run_dir, config, ["test"])
+        # A validation score that never improves (a real one could by rounding alone).
+        flat = {"log_likelihood": -1000.0, "bits_per_pixel": 2.0}
+        with mock.patch.object(flows_experiment.MnistDensityTask, "evaluate", return_value=flat):
+            result, state = flows_experiment.train_with_early_stopping(config, run_dir, None)
+        self.assertTrue(result.stopped_by_hook)
+        self.assertEqual(result.step, 20)  # epoch 1 is the best, epoch 2 uses up the patience
+        self.assertEqual(state.history, [(10, -1000.0), (20, -1000.0)])
+        self.assertEqual(state.best_step, 10)
+        self.assertTrue(flows_experiment.load_early_stopping(run_dir).should_stop)
+        latest = experiment.latest_checkpoint(run_dir)
+        self.assertEqual(experiment.checkpoint_step(latest), 20)
+        again, state = flows_experiment.train_with_early_stopping(config, run_dir, latest)
+        self.assertEqual(again.step, 20)
+        self.assertEqual(experiment.checkpoint_step(experiment.latest_checkpoint(run_dir)), 20)
+
     def test_early_stopping_follows_the_uninterrupted_trajectory(self):
         """Early stopping validates (and sets batch-norm statistics) between training steps
         through the loop's hook; the parameters equal those of the plain loop."""
@@ -165,6 +188,23 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
         self.assertFalse(made.model.batch_norm)
         with self.assertRaisesRegex(ValueError, "Unknown variant"):
             mnist_configs.get_config("maf10")
+
+    @parameterized.parameters(*mnist_configs.VARIANTS)
+    def test_every_mnist_variant_builds(self, variant):
+        """Every variant builds; the MADEs of made / maf / maf_mog read their second output as a
+        log precision (the MAF code), the other densities have no such option."""
+        config = mnist_configs.get_config(variant)
+        config.model.hidden_units = (4,)
+        model = flows_experiment.build_model(config)
+        wrapped = [m for m in model.submodules if m.name.startswith("log_precision_")]
+        if config.model.flow in ("made", "maf", "maf_mog"):
+            self.assertTrue(config.model.made_log_precision)
+            self.assertLen(wrapped, config.model.num_layers)
+        else:
+            self.assertFalse(config.model.made_log_precision)
+            self.assertEmpty(wrapped)
+        y = tf.random.stateless_normal([3, 784], [5, 6])
+        self.assertTrue(np.all(np.isfinite(model.log_prob(y, training=False).numpy())))
 
     @parameterized.parameters("two_moons", "pinwheel,smoke", "u3", "u4,smoke")
     def test_toy_variants(self, variant):
