@@ -161,6 +161,12 @@ def current_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float:
     return float(tf.convert_to_tensor(lr))
 
 
+def _constant_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float | None:
+    """The learning rate of an optimizer built with a constant one; None for a schedule."""
+    lr = optimizer._learning_rate
+    return float(lr.numpy()) if isinstance(lr, tf.Variable) else None
+
+
 class _SignalCatcher:
     """Turns SIGINT/SIGTERM into a flag the loop polls, so the loop can save a
     checkpoint and return instead of dying mid-write."""
@@ -311,8 +317,19 @@ def train(
         checkpoint_name=experiment.CHECKPOINT_NAME,
     )
     if resume_from:
+        # A constant learning rate is an optimizer variable and would come back from the
+        # checkpoint; the config's (e.g. a --config override on --resume) wins.
+        configured = [_constant_learning_rate(o) for o in optimizers]
         experiment.restore(checkpoint, resume_from, run_dir)
         logging.info("Resumed from %s at step %d.", resume_from, int(step))
+        for optimizer, lr in zip(optimizers, configured, strict=True):
+            if lr is not None and float(optimizer._learning_rate.numpy()) != lr:
+                logging.info(
+                    "Learning rate %g from the config (the checkpoint had %g).",
+                    lr,
+                    float(optimizer._learning_rate.numpy()),
+                )
+                optimizer._learning_rate.assign(lr)
     start = int(step)
     num_steps = config.loop.num_steps
     dataset = strategy.experimental_distribute_dataset(task.train_dataset(start))

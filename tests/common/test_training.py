@@ -41,7 +41,7 @@ class _Regression:
     def __init__(self, config, nan_at_step=None, signal_at_step=None):
         self.model = snt.Linear(1, name="regression")
         self.model(tf.zeros([1, 3]))
-        self.optimizer = tf_keras.optimizers.Adam(0.05)
+        self.optimizer = tf_keras.optimizers.Adam((config or {}).get("learning_rate", 0.05))
         self.global_batch_size = BATCH
         self.nan_at_step = nan_at_step
         self.signal_at_step = signal_at_step
@@ -163,6 +163,15 @@ class TrainingLoopTest(tf.test.TestCase):
         self.assertEqual(result.step, 10)
         for a, b in zip(_variables(full), _variables(resumed), strict=True):
             np.testing.assert_array_equal(a, b)
+
+    def test_resume_takes_the_configured_learning_rate_not_the_checkpointed_one(self):
+        run_dir = self.create_tempdir().full_path
+        self._train(_config(4), run_dir)
+        config = _config(6)
+        config.learning_rate = 0.01  # e.g. --config.optimizer.learning_rate=... with --resume
+        _, task = self._train(config, run_dir, resume_from=experiment.latest_checkpoint(run_dir))
+        self.assertAllClose(float(task.optimizer.learning_rate.numpy()), 0.01)
+        self.assertEqual(int(task.optimizer.iterations), 6)  # the rest of Adam's state resumed
 
     def test_parameter_groups_get_only_their_own_loss(self):
         holder = {}
