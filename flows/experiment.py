@@ -118,7 +118,8 @@ def build_model(config: ml_collections.ConfigDict) -> FlowDensity:
 
     `model.num_components` reaches the MADE MoG densities (made_mog, maf_mog) only;
     `model.realnvp_mask` reaches realnvp only (other flows ignore it), the image masks with the
-    MNIST image shape. Configs without these fields (toys) get
+    MNIST image shape; `model.made_log_precision` reaches the Gaussian MADEs of made, maf, iaf
+    and maf_mog only (realnvp and the MADE MoG have none). Configs without these fields (toys) get
     the defaults.
 
     Raises:
@@ -145,7 +146,7 @@ def build_model(config: ml_collections.ConfigDict) -> FlowDensity:
     extra = {}
     if m.flow in models.MOG_DENSITY_NAMES:
         extra["num_components"] = m.get("num_components", models.DEFAULT_NUM_COMPONENTS)
-    if m.get("made_log_precision", False):
+    if m.get("made_log_precision", False) and m.flow in ("made", "maf", "iaf", "maf_mog"):
         extra["made_log_precision"] = True  # the MAF code's MADE output (models._LogPrecision)
     mask = m.get("realnvp_mask", "halves")
     if m.flow == "realnvp" and mask != "halves":

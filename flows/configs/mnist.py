@@ -71,8 +71,9 @@ def get_config(variant: str = "maf5") -> ml_collections.ConfigDict:
     c.model.hidden_degrees = "sequential"  # MADE degrees: sequential (MAF code) | random
     c.model.batch_norm = True  # after every MADE / coupling (MAF sec. 3.4); False for made
     c.model.log_scale_bound = config_dict.placeholder(float)  # None: unbounded (the paper)
-    # made / maf / iaf: the MADE's second output is a log precision, log_scale = -0.5 logp, as in
-    # the MAF code (mades.py); False reads it as the log-scale. MAF(5) reaches the paper's figure
+    # made / maf / iaf / maf_mog (ignored by the others): the MADE's second output is a log
+    # precision, log_scale = -0.5 logp, as in the MAF code (mades.py); False reads it as the
+    # log-scale. MAF(5) reaches the paper's figure
     # with True (README); the same model family trains ~13 nats faster over the first epochs.
     c.model.made_log_precision = True
     c.model.num_components = 10  # made_mog / maf_mog only: Gaussians per conditional (MAF paper)

@@ -206,6 +206,19 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
         y = tf.random.stateless_normal([3, 784], [5, 6])
         self.assertTrue(np.all(np.isfinite(model.log_prob(y, training=False).numpy())))
 
+    @parameterized.parameters(("realnvp", 2, True), ("made_mog", 1, False))
+    def test_densities_without_gaussian_mades_ignore_made_log_precision(self, flow, layers, bn):
+        """`--config.model.flow=...` on the maf5 config works: made_log_precision (on there)
+        reaches only the Gaussian MADEs, as realnvp_mask reaches only realnvp."""
+        config = mnist_configs.get_config("maf5")
+        config.model.hidden_units = (4,)
+        config.model.flow, config.model.num_layers, config.model.batch_norm = flow, layers, bn
+        self.assertTrue(config.model.made_log_precision)
+        model = flows_experiment.build_model(config)
+        self.assertEmpty([m for m in model.submodules if m.name.startswith("log_precision_")])
+        y = tf.random.stateless_normal([3, 784], [5, 6])
+        self.assertTrue(np.all(np.isfinite(model.log_prob(y, training=False).numpy())))
+
     @parameterized.parameters("two_moons", "pinwheel,smoke", "u3", "u4,smoke")
     def test_toy_variants(self, variant):
         config = toy_configs.get_config(variant)
