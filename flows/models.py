@@ -56,7 +56,8 @@ def _dense(x: tf.Tensor, w: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
 
 class _MLP(snt.Module):
     """MLP with a linear output; MAF-code init `N(0, 1) / sqrt(fan_in + 1)`,
-    zero biases; variables created at construction."""
+    zero biases; variables created at construction. `input_fan_in` replaces
+    the first layer's fan-in in that formula (default: `sizes[0]`)."""
 
     def __init__(
         self,
@@ -65,12 +66,14 @@ class _MLP(snt.Module):
         rng: np.random.Generator,
         dtype: tf.DType,
         name: str,
+        input_fan_in: int | None = None,
     ):
         super().__init__(name=name)
         self.activation = activation
         self.weights, self.biases = [], []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
-            w = rng.standard_normal((fan_in, fan_out)) / np.sqrt(fan_in + 1)
+            scale_fan_in = input_fan_in if i == 0 and input_fan_in is not None else fan_in
+            w = rng.standard_normal((fan_in, fan_out)) / np.sqrt(scale_fan_in + 1)
             self.weights.append(tf.Variable(w, dtype=dtype, name=f"w{i}"))
             self.biases.append(tf.Variable(tf.zeros([fan_out], dtype), name=f"b{i}"))
 
@@ -99,6 +102,7 @@ class CouplingConditioner(snt.Module):
         hidden_units: Sequence[int],
         scale_activation: Callable[[tf.Tensor], tf.Tensor] = tf.tanh,
         shift_activation: Callable[[tf.Tensor], tf.Tensor] = tf.nn.relu,
+        init_fan_in: int | None = None,
         seed: int | None = None,
         dtype: tf.DType = tf.float32,
         name: str | None = None,
@@ -111,6 +115,11 @@ class CouplingConditioner(snt.Module):
           hidden_units: hidden sizes of each network.
           scale_activation: hidden nonlinearity of `s`.
           shift_activation: hidden nonlinearity of `t`.
+          init_fan_in: the fan-in that scales the first layer's initial
+            weights, `N(0, 1) / sqrt(init_fan_in + 1)`; default `input_size`.
+            The MAF code's conditioners read the whole masked D-vector (the
+            transformed half zeroed), so their first layer has fan-in D:
+            `make_flow` passes `init_fan_in=D`.
           seed: NumPy seed of the initial weights (`None`: from TF's global
             generator).
           dtype: variable dtype.
@@ -128,9 +137,11 @@ class CouplingConditioner(snt.Module):
         if seed is None:
             seed = int(tf.random.uniform([], 0, 2**31 - 1, dtype=tf.int64))
         rng = np.random.default_rng(seed)
+        if init_fan_in is not None and init_fan_in < 1:
+            raise ValueError(f"`init_fan_in` must be positive, got {init_fan_in}.")
         sizes = [input_size, *hidden_units, output_size]
-        self.scale_net = _MLP(sizes, scale_activation, rng, dtype, name="scale")
-        self.shift_net = _MLP(sizes, shift_activation, rng, dtype, name="shift")
+        self.scale_net = _MLP(sizes, scale_activation, rng, dtype, "scale", init_fan_in)
+        self.shift_net = _MLP(sizes, shift_activation, rng, dtype, "shift", init_fan_in)
 
     def __call__(self, x_a: tf.Tensor, output_units: int) -> tuple[tf.Tensor, tf.Tensor]:
         """Returns `(shift, log_scale)`, each `[..., output_size]`."""
@@ -309,7 +320,9 @@ def make_flow(
       `mask='parity'` alternates odd/even coordinates, as the MAF code does
       (on MNIST the odd columns are then predicted from their neighbours, not
       the bottom half of the image from the top half: the MNIST configs use
-      it). For images flattened row-major from `[H, W, C]` (`image_shape`),
+      it). As in the MAF code, whose coupling nets read the whole masked
+      D-vector, the nets' first layers start as `N(0, 1) / sqrt(D + 1)`.
+      For images flattened row-major from `[H, W, C]` (`image_shape`),
       `mask='checkerboard'` alternates the parity of a spatial checkerboard
       and `mask='channel'` alternates channel halves (Dinh et al. 2017,
       sec. 3.4). Each non-'halves' coupling is
@@ -414,6 +427,7 @@ def make_flow(
                 num_fixed,
                 event_size - num_fixed,
                 hidden_units,
+                init_fan_in=event_size,  # the MAF code's conditioners read all D inputs
                 seed=_layer_seed(seed, k),
                 dtype=dtype,
                 name=f"coupling_{k}",
@@ -450,6 +464,7 @@ def make_flow(
                 fixed,
                 event_size - fixed,
                 hidden_units,
+                init_fan_in=event_size,  # the MAF code's conditioners read all D inputs
                 seed=_layer_seed(seed, k),
                 dtype=dtype,
                 name=f"coupling_{k}",

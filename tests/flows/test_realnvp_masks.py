@@ -201,6 +201,32 @@ class RealNVPMaskTest(tf.test.TestCase, parameterized.TestCase):
             flows.make_flow("realnvp", 1, 2, HIDDEN, mask="parity")
 
 
+class CouplingInitTest(tf.test.TestCase, parameterized.TestCase):
+    """The MAF code's coupling nets read the whole masked D-vector, so their first layer is
+    initialized as N(0, 1) / sqrt(D + 1); the later layers as N(0, 1) / sqrt(fan_in + 1)."""
+
+    @parameterized.parameters("halves", "parity")
+    def test_make_flow_scales_the_first_layer_by_the_event_size(self, mask):
+        d, hidden = 64, (512,)
+        flow = flows.make_flow("realnvp", d, 2, hidden, mask=mask, batch_norm=False, seed=0)
+        conditioners = [m for m in flow.submodules if isinstance(m, flows.CouplingConditioner)]
+        self.assertLen(conditioners, 2)
+        for conditioner in conditioners:
+            for net in (conditioner.scale_net, conditioner.shift_net):
+                first, second = (w.numpy() for w in net.weights)
+                self.assertEqual(first.shape, (d // 2, 512))
+                # 16,384 draws per layer: 2% is 3.6 standard errors of the sample std.
+                self.assertAllClose(first.std(), 1 / np.sqrt(d + 1), rtol=0.02)
+                self.assertAllClose(second.std(), 1 / np.sqrt(512 + 1), rtol=0.02)
+
+    def test_conditioner_default_is_its_own_fan_in(self):
+        conditioner = flows.CouplingConditioner(100, 100, [400], seed=1)
+        first = conditioner.scale_net.weights[0].numpy()
+        self.assertAllClose(first.std(), 1 / np.sqrt(100 + 1), rtol=0.02)
+        with self.assertRaisesRegex(ValueError, "init_fan_in"):
+            flows.CouplingConditioner(4, 4, [8], init_fan_in=0)
+
+
 class RealNVPMaskConfigTest(tf.test.TestCase):
     def _config(self, mask):
         config = mnist_configs.get_config("realnvp5")
