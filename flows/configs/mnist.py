@@ -16,8 +16,9 @@ Variants:
             30 epochs (MAF App.; REFERENCES 3.8). XLA. Measured: after 26 epochs (stopped by
             hand) test -1299.3 nats, 1.889 bits/pixel (README).
   realnvp5: RealNVP(5) coupling layers with the same sizes and training; odd/even coordinates
-            alternate as in the MAF code (`model.realnvp_mask=parity`). Measured: best at epoch
-            10, test -1336.8 nats (the paper: -1323.2).
+            alternate and the nets' first layers start as N(0, 1)/sqrt(785), both as in the MAF
+            code (`model.realnvp_mask=parity`). Measured: best at epoch 10, test -1323.7 nats
+            (the paper: -1323.2).
   made:     a single Gaussian MADE (hidden [1024, 1024]), Adam 1e-3. Measured: test -1390.9 nats
             after 48 epochs; -1377.5 after 30 more at `--config.optimizer.learning_rate=1e-4`
             with `--resume` (the paper: -1380.8).
