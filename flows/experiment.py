@@ -871,11 +871,6 @@ def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
             f"+- {metrics['test_bits_per_pixel_2se']:.3f}",
             f"  validation log-likelihood: {metrics['validation_log_likelihood']:.2f} nats",
         ]
-        if "best_epoch" in metrics:
-            lines.append(
-                f"  best epoch {metrics['best_epoch']:.2f} of {metrics['epochs_trained']:.2f}"
-                + (" (early stopped)" if metrics["early_stopped"] else "")
-            )
     elif metrics["task"] == "uci":
         lines += [
             f"  {metrics['dataset'].upper()} test log-likelihood: "
@@ -883,15 +878,15 @@ def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
             f"nats ({metrics['num_test_examples']} examples, +- 2 s.e.)",
             f"  validation log-likelihood: {metrics['validation_log_likelihood']:.2f} nats",
         ]
-        if "best_epoch" in metrics:
-            lines.append(
-                f"  best epoch {metrics['best_epoch']:.2f} of {metrics['epochs_trained']:.2f}"
-                + (" (early stopped)" if metrics["early_stopped"] else "")
-            )
     else:
         for name, value in metrics.items():
             if name.startswith("test_"):
                 lines.append(f"  {name}: {value:.4f}")
         lines.append(f"  figures: {', '.join(metrics['figures'])}")
+    if "best_epoch" in metrics:  # MNIST and UCI runs with early stopping
+        lines.append(
+            f"  best epoch {metrics['best_epoch']:.2f} of {metrics['epochs_trained']:.2f}"
+            + (" (early stopped)" if metrics["early_stopped"] else "")
+        )
     lines.append(f"  written to {os.path.join(run_dir, METRICS_FILE)}")
     return "\n".join(lines)

@@ -150,26 +150,40 @@ class CouplingConditioner(snt.Module):
         return self.shift_net(x_a), self.scale_net(x_a)
 
 
-class _BoundedLogScale(snt.Module):
-    """Wraps a conditioner and soft-clips its log-scale to `(-bound, bound)`
-    with `bound * tanh(log_scale / bound)` (the deprecated TFP template
-    clipped to [-5, 3]; `tfb.AutoregressiveNetwork` does not clip)."""
+class _LogScaleOutput(snt.Module):
+    """Wraps a `(shift, raw)` conditioner (MADE or coupling net) and returns
+    `(shift, log_scale(raw))`; subclasses define `log_scale`."""
 
-    def __init__(self, conditioner: snt.Module, bound: float):
-        super().__init__(name=f"bounded_{conditioner.name}")
+    def __init__(self, conditioner: snt.Module, prefix: str):
+        super().__init__(name=f"{prefix}_{conditioner.name}")
         self.conditioner = conditioner
-        self.bound = bound
 
     @property
     def conditional(self) -> bool:
         return getattr(self.conditioner, "conditional", False)
 
+    def log_scale(self, raw: tf.Tensor) -> tf.Tensor:
+        raise NotImplementedError
+
     def __call__(self, *args, **kwargs) -> tuple[tf.Tensor, tf.Tensor]:
-        shift, log_scale = self.conditioner(*args, **kwargs)
-        return shift, self.bound * tf.tanh(log_scale / self.bound)
+        shift, raw = self.conditioner(*args, **kwargs)
+        return shift, self.log_scale(raw)
 
 
-class _LogPrecision(snt.Module):
+class _BoundedLogScale(_LogScaleOutput):
+    """Soft-clips a conditioner's log-scale to `(-bound, bound)` with
+    `bound * tanh(log_scale / bound)` (the deprecated TFP template clipped to
+    [-5, 3]; `tfb.AutoregressiveNetwork` does not clip)."""
+
+    def __init__(self, conditioner: snt.Module, bound: float):
+        super().__init__(conditioner, "bounded")
+        self.bound = bound
+
+    def log_scale(self, raw: tf.Tensor) -> tf.Tensor:
+        return self.bound * tf.tanh(raw / self.bound)
+
+
+class _LogPrecision(_LogScaleOutput):
     """Reads a MADE's second output as a log precision `logp` and returns
     `log_scale = -0.5 logp`: the MAF code's parametrization (Papamakarios et
     al. 2017, code: `u = exp(0.5 logp) (x - m)`). The same model family as a
@@ -178,16 +192,10 @@ class _LogPrecision(snt.Module):
     epochs with it (flows/README.md)."""
 
     def __init__(self, conditioner: snt.Module):
-        super().__init__(name=f"log_precision_{conditioner.name}")
-        self.conditioner = conditioner
+        super().__init__(conditioner, "log_precision")
 
-    @property
-    def conditional(self) -> bool:
-        return getattr(self.conditioner, "conditional", False)
-
-    def __call__(self, *args, **kwargs) -> tuple[tf.Tensor, tf.Tensor]:
-        shift, log_precision = self.conditioner(*args, **kwargs)
-        return shift, -0.5 * log_precision
+    def log_scale(self, raw: tf.Tensor) -> tf.Tensor:
+        return -0.5 * raw
 
 
 class _BatchNormalization(tfb.BatchNormalization):

@@ -10,6 +10,28 @@ from __future__ import annotations
 import numpy as np
 import sonnet as snt
 import tensorflow as tf
+import tensorflow_probability as tfp
+
+tfb = tfp.bijectors
+
+
+def batch_norms(flow) -> list:
+    """The batch-norm bijectors directly inside a `tfb.Chain` flow."""
+    return [
+        b for b in flow.parameters.get("bijectors", []) if isinstance(b, tfb.BatchNormalization)
+    ]
+
+
+def randomize_batch_norm(flow, rng: np.random.Generator) -> None:
+    """Non-trivial stored statistics and affine parameters, so that the
+    evaluation-mode batch norm is not the identity."""
+    for bn in batch_norms(flow):
+        layer = bn.batchnorm
+        d = layer.moving_mean.shape[0]
+        layer.moving_mean.assign(rng.normal(size=d) * 0.5)
+        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=d))
+        layer.gamma.assign(rng.uniform(0.5, 1.5, size=d))
+        layer.beta.assign(rng.normal(size=d) * 0.5)
 
 
 def autodiff_log_det(bijector, x: np.ndarray, **kwargs) -> tuple[np.ndarray, np.ndarray]:

@@ -25,24 +25,6 @@ def _hidden(name):
     return () if name in ("planar", "radial") else HIDDEN
 
 
-def _batch_norms(flow):
-    return [
-        b for b in flow.parameters.get("bijectors", []) if isinstance(b, tfb.BatchNormalization)
-    ]
-
-
-def _randomize_batch_norm(flow, rng):
-    """Non-trivial stored statistics and affine parameters, so that the
-    evaluation-mode batch norm is not the identity."""
-    for bn in _batch_norms(flow):
-        layer = bn.batchnorm
-        d = layer.moving_mean.shape[0]
-        layer.moving_mean.assign(rng.normal(size=d) * 0.5)
-        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=d))
-        layer.gamma.assign(rng.uniform(0.5, 1.5, size=d))
-        layer.beta.assign(rng.normal(size=d) * 0.5)
-
-
 def _expected_num_variables(name, num_layers, hidden, conditional=False):
     dense_layers = len(hidden) + 1
     if name in ("planar", "radial"):
@@ -82,7 +64,7 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
             name, d, _num_layers(name), _hidden(name), dtype=tf.float64, seed=d, **kwargs
         )
         flow = flows.with_training(flow, False)
-        _randomize_batch_norm(flow, self.rng)
+        flow_test_util.randomize_batch_norm(flow, self.rng)
         x = self.rng.normal(size=(8, d))
         flow_test_util.check_bijector(self, flow, x, rtol=1e-8, atol=1e-8)
 
@@ -100,7 +82,7 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
             seed=1,
         )
         flow = flows.with_training(flow, False)
-        _randomize_batch_norm(flow, self.rng)
+        flow_test_util.randomize_batch_norm(flow, self.rng)
         context = tf.constant(self.rng.normal(size=(8, c)))
         kwargs = flows.conditional_kwargs(flow, context)
         x = self.rng.normal(size=(8, d))
@@ -211,7 +193,7 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
         num_layers, hidden = _num_layers(name), _hidden(name)
         source = flows.with_training(flows.make_density(name, 3, num_layers, hidden, seed=1), False)
         target = flows.with_training(flows.make_density(name, 3, num_layers, hidden, seed=2), False)
-        _randomize_batch_norm(source.bijector, self.rng)
+        flow_test_util.randomize_batch_norm(source.bijector, self.rng)
         x = tf.constant(self.rng.normal(size=(5, 3)), tf.float32)
         path = tf.train.Checkpoint(flow=source.bijector).save(
             os.path.join(self.get_temp_dir(), "ckpt")
@@ -268,7 +250,7 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
         # The last batch norm (gamma = 1, beta = 0) whitens its input exactly.
         self.assertAllClose(u.mean(0), np.zeros(d), atol=1e-10)
         self.assertAllClose(u.var(0), np.ones(d), atol=1e-4)
-        first = _batch_norms(flow)[0].batchnorm
+        first = flow_test_util.batch_norms(flow)[0].batchnorm
         self.assertNotAllClose(first.moving_mean, np.zeros(d))
         evaluation = flows.with_training(flow, False)
         self.assertAllClose(evaluation.inverse(tf.constant(x)), u)
@@ -281,7 +263,7 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
             if isinstance(b, tfb.MaskedAutoregressiveFlow)
         ]
         self.assertLen(mades, 3)
-        self.assertLen(_batch_norms(maf), 3)
+        self.assertLen(flow_test_util.batch_norms(maf), 3)
         self.assertAllEqual(mades[0].input_degrees, [1, 2, 3, 4])
         self.assertAllEqual(mades[1].input_degrees, [4, 3, 2, 1])  # Reversed.
         self.assertAllEqual(mades[2].input_degrees, [1, 2, 3, 4])

@@ -61,22 +61,6 @@ def _mog(d, num_components, seed, input_order="random", hidden=(8, 8), dtype=tf.
     return flows.MADEMoG(made, num_components)
 
 
-def _batch_norms(flow):
-    return [
-        b for b in flow.parameters.get("bijectors", []) if isinstance(b, tfb.BatchNormalization)
-    ]
-
-
-def _randomize_batch_norm(flow, rng):
-    for bn in _batch_norms(flow):
-        layer = bn.batchnorm
-        d = layer.moving_mean.shape[0]
-        layer.moving_mean.assign(rng.normal(size=d) * 0.5)
-        layer.moving_variance.assign(rng.uniform(0.5, 2.0, size=d))
-        layer.gamma.assign(rng.uniform(0.5, 1.5, size=d))
-        layer.beta.assign(rng.normal(size=d) * 0.5)
-
-
 def _num_layers(name):
     return 1 if name == "made_mog" else 2
 
@@ -201,7 +185,7 @@ class MADEMoGTest(tf.test.TestCase, parameterized.TestCase):
             name, 2, _num_layers(name), HIDDEN, num_components=4, dtype=tf.float64, seed=7
         )
         density = flows.with_training(density, False)
-        _randomize_batch_norm(density.bijector, self.rng)
+        flow_test_util.randomize_batch_norm(density.bijector, self.rng)
         flow_test_util.check_2d_density(self, density)
 
     @parameterized.parameters("made_mog", "maf_mog")
@@ -277,7 +261,7 @@ class MADEMoGTest(tf.test.TestCase, parameterized.TestCase):
         source = flows.make_density(name, 3, num_layers, HIDDEN, num_components=2, seed=1)
         target = flows.make_density(name, 3, num_layers, HIDDEN, num_components=2, seed=2)
         source, target = flows.with_training(source, False), flows.with_training(target, False)
-        _randomize_batch_norm(source.bijector, self.rng)
+        flow_test_util.randomize_batch_norm(source.bijector, self.rng)
         x = tf.constant(self.rng.normal(size=(5, 3)), tf.float32)
         path = tf.train.Checkpoint(density=source).save(os.path.join(self.get_temp_dir(), "ckpt"))
         self.assertNotAllClose(target.log_prob(x), source.log_prob(x))
@@ -299,7 +283,7 @@ class MADEMoGTest(tf.test.TestCase, parameterized.TestCase):
                 if isinstance(b, tfb.MaskedAutoregressiveFlow)
             ]
             self.assertLen(mades, num_layers)
-            self.assertLen(_batch_norms(maf_mog.bijector), num_layers)
+            self.assertLen(flow_test_util.batch_norms(maf_mog.bijector), num_layers)
             # The base continues the alternation of orders after the last MADE.
             self.assertAllEqual(mades[-1].input_degrees[::-1], base_order)
             self.assertAllEqual(maf_mog.distribution.made.input_degrees, base_order)

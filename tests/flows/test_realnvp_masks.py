@@ -43,10 +43,6 @@ def _couplings(flow):
     return [b for b in flow.parameters["bijectors"] if not isinstance(b, tfb.BatchNormalization)]
 
 
-def _batch_norms(flow):
-    return [b for b in flow.parameters["bijectors"] if isinstance(b, tfb.BatchNormalization)]
-
-
 def _shape_kwargs(mask, image_shape):
     """`make_flow` takes `image_shape` for the image masks only; a 'parity'
     case's shape just gives D."""
@@ -123,12 +119,7 @@ class RealNVPMaskTest(tf.test.TestCase, parameterized.TestCase):
             **_shape_kwargs(mask, image_shape),
         )
         flow = flows.with_training(flow, False)
-        for bn in _batch_norms(flow):  # A non-trivial evaluation-mode batch norm.
-            layer = bn.batchnorm
-            layer.moving_mean.assign(self.rng.normal(size=d) * 0.5)
-            layer.moving_variance.assign(self.rng.uniform(0.5, 2.0, size=d))
-            layer.gamma.assign(self.rng.uniform(0.5, 1.5, size=d))
-            layer.beta.assign(self.rng.normal(size=d) * 0.5)
+        flow_test_util.randomize_batch_norm(flow, self.rng)
         # Round trip, fldj = -ildj and fldj = log|det| of the autodiff Jacobian (fresh tensors).
         flow_test_util.check_bijector(
             self, flow, self.rng.normal(size=(8, d)), rtol=1e-8, atol=1e-8
