@@ -1,6 +1,8 @@
-r"""Trains a normalizing flow: MNIST density estimation (MAF paper) or a 2-D toy target.
+r"""Trains a normalizing flow: density estimation on MNIST or UCI / BSDS300 (MAF paper), or a 2-D
+toy target.
 
   python -m flows.train --config=flows/configs/mnist.py:maf5
+  python -m flows.train --config=flows/configs/uci.py:power   # the MAF authors' files, docs/uci.md
   python -m flows.train --config=flows/configs/mnist.py:cpu --resume   # continue the newest run
   python -m flows.train --config=flows/configs/toy.py:two_moons
   python -m flows.train --config=flows/configs/toy.py:u3 --config.model.flow=radial
@@ -16,13 +18,17 @@ from ml_collections import config_flags
 
 from common import cli
 from flows import experiment as flows_experiment
+from flows.configs import mnist as mnist_configs
+from flows.configs import uci as uci_configs
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     "flows/configs/mnist.py:maf5",
-    "Config file and variant, e.g. flows/configs/mnist.py:maf5 (maf5, realnvp5, made, cpu, "
-    "smoke) or flows/configs/toy.py:two_moons (see that file). Override any field with "
-    "--config.<field>=<value>, e.g. --config.early_stopping.patience_epochs=10.",
+    "Config file and variant, e.g. flows/configs/mnist.py:maf5 "
+    f"({', '.join(mnist_configs.VARIANTS)}), flows/configs/uci.py:power "
+    f"({', '.join(uci_configs.VARIANTS)}) or flows/configs/toy.py:two_moons (see that file). "
+    "Override any field with --config.<field>=<value>, e.g. "
+    "--config.early_stopping.patience_epochs=10.",
     lock_config=True,
 )
 cli.define_run_flags("flows")
