@@ -33,7 +33,7 @@ setuptools.setup(
         "setuptools",
     ],
     extras_require={
-        # The MAF paper's UCI data (common.uci): GAS is a pandas pickle, BSDS300 an HDF5 file.
+        # The MAF paper's UCI data (flows.uci): GAS is a pandas pickle, BSDS300 an HDF5 file.
         "uci": ["pandas>=1.5", "h5py>=3.8"],
         # With the uci extra, so that the GAS and BSDS300 loaders are tested too.
         "test": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.6", "pandas>=1.5", "h5py>=3.8"],

@@ -17,7 +17,7 @@
 - Binaries: `python -m air.train`, `python -m air.evaluate`.
 
 The spatial transformer used for glimpses lives in `common.attention` and the
-multi-MNIST data in `common.datasets` (`load_multi_mnist`).
+multi-MNIST data in `air.data` (`load_multi_mnist`).
 """
 
 from air.estimators import (

@@ -30,10 +30,10 @@ Symbols: B batch, K particles.
 
 from __future__ import annotations
 
-import math
-
 import sonnet as snt
 import tensorflow as tf
+
+from common.bounds import iwae_bound, log_mean_exp  # noqa: F401  (iwae_bound: part of this API)
 
 # NVIL's running statistics start at mean 0 and variance 1 (Mnih & Gregor 2014, Alg. 1).
 NVIL_INITIAL_MEAN = 0.0
@@ -200,19 +200,6 @@ def _num_particles(log_w: tf.Tensor) -> int:
     return int(k)
 
 
-def iwae_bound(log_w: tf.Tensor) -> tf.Tensor:
-    """`log (1/K) sum_k w_k` (Burda et al. 2016, eq. 8; Mnih & Rezende 2016, eq. 3).
-
-    Args:
-      log_w: `[K, B]` log importance weights.
-
-    Returns:
-      `[B]`.
-    """
-    log_w = tf.convert_to_tensor(log_w)
-    return tf.reduce_logsumexp(log_w, axis=0) - math.log(_num_particles(log_w))
-
-
 def leave_one_out_bounds(log_w: tf.Tensor) -> tf.Tensor:
     """VIMCO's baselines `L_{-j}`: the bound with `log w_j` replaced by the mean
     of the other log-weights (the log of their geometric mean; Mnih & Rezende
@@ -235,7 +222,7 @@ def leave_one_out_bounds(log_w: tf.Tensor) -> tf.Tensor:
     eye = tf.eye(k, dtype=log_w.dtype)[:, :, None]  # [K(j), K(k), 1]
     # [j, k, B]: log_w[k] for k != j, the mean of the others at k == j.
     replaced = (1.0 - eye) * log_w[None] + eye * others_mean[:, None]
-    return tf.reduce_logsumexp(replaced, axis=1) - math.log(k)
+    return log_mean_exp(replaced, axis=1)
 
 
 def vimco_signals(log_w: tf.Tensor) -> tf.Tensor:

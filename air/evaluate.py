@@ -12,7 +12,7 @@ the baseline). Results go to <run_dir>/metrics.json and to TensorBoard under
 
 from absl import app, flags
 
-from air import experiment as air_experiment
+from air import evaluation as air_evaluation
 from common import cli
 
 flags.DEFINE_string("run_dir", None, "Run folder written by air.train, e.g. results/air/1.")
@@ -25,8 +25,8 @@ FLAGS = flags.FLAGS
 
 def main(argv):
     cli.no_extra_args(argv)
-    metrics = cli.run_or_fail(air_experiment.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None)
-    print(air_experiment.format_metrics(FLAGS.run_dir, metrics))
+    metrics = cli.run_or_fail(air_evaluation.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None)
+    print(air_evaluation.format_metrics(FLAGS.run_dir, metrics))
 
 
 if __name__ == "__main__":

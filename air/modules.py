@@ -26,32 +26,28 @@ import sonnet as snt
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from common.initializers import ArrayInitializer
+
 tfd = tfp.distributions
 
 # Smallest standard deviation of the Gaussian posteriors (keeps log q finite).
 MIN_STD = 1e-4
 
 
-def inverse_softplus(x: float) -> float:
-    """`y` with `softplus(y) = x` (x > 0)."""
+def _softplus_inverse(x: float) -> float:
+    """`y` with `softplus(y) = x`, in float64 (`tfp.math.softplus_inverse`).
+
+    Raises:
+      ValueError: x <= 0.
+    """
     if x <= 0:
-        raise ValueError(f"inverse_softplus needs x > 0; got {x}.")
-    return x + math.log(-math.expm1(-x))
+        raise ValueError(f"softplus_inverse needs x > 0; got {x}.")
+    return float(tfp.math.softplus_inverse(tf.constant(x, tf.float64)))
 
 
 def mlp(hidden_sizes: Sequence[int], name: str) -> snt.nets.MLP:
     """ELU MLP whose last layer is activated too (a hidden representation)."""
     return snt.nets.MLP(list(hidden_sizes), activation=tf.nn.elu, activate_final=True, name=name)
-
-
-class _Constant(snt.initializers.Initializer):
-    """Initializes a `[n]` variable to a fixed list of values."""
-
-    def __init__(self, values: Sequence[float]):
-        self._values = list(values)
-
-    def __call__(self, shape, dtype):
-        return tf.reshape(tf.constant(self._values, dtype), shape)
 
 
 def _check_sizes(sizes: Sequence[int], arg_name: str) -> list[int]:
@@ -95,7 +91,7 @@ class WhereHead(snt.Module):
     standard deviation is ~0.97, so early windows are random, reconstructions
     from them are worse than drawing nothing, and the presence probabilities
     are driven to 0 before the where head can learn. The output bias of the
-    standard deviation starts at `inverse_softplus(std_init)` (0.1 by default:
+    standard deviation starts at `softplus_inverse(std_init)` (0.1 by default:
     jitter of a few pixels).
     """
 
@@ -130,8 +126,8 @@ class WhereHead(snt.Module):
         if scale_init is not None:
             loc_bias[:2] = [self.scale_code(scale_init)] * 2
         self._mlp = mlp(_check_sizes(hidden_sizes, "hidden_sizes"), "mlp")
-        self._loc = snt.Linear(4, b_init=_Constant(loc_bias), name="loc")
-        self._std = snt.Linear(4, b_init=snt.initializers.Constant(inverse_softplus(std_init)))
+        self._loc = snt.Linear(4, b_init=ArrayInitializer(loc_bias), name="loc")
+        self._std = snt.Linear(4, b_init=snt.initializers.Constant(_softplus_inverse(std_init)))
 
     def scale_code(self, scale: float) -> float:
         """The code `u_s` whose squashed window half-extent is `scale`.

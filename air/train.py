@@ -14,6 +14,7 @@ of steps and gradient variance, printed and written to metrics.json.
 from absl import app, flags
 from ml_collections import config_flags
 
+from air import evaluation as air_evaluation
 from air import experiment as air_experiment
 from common import cli, training
 
@@ -36,14 +37,14 @@ def _train_and_evaluate():
     result = training.train(config, run_dir, air_experiment.build_task, resume_from)
     if result.interrupted or not config.eval.after_training:
         return None
-    return run_dir, air_experiment.evaluate_run(run_dir)
+    return run_dir, air_evaluation.evaluate_run(run_dir)
 
 
 def main(argv):
     cli.no_extra_args(argv)
     out = cli.run_or_fail(_train_and_evaluate)
     if out is not None:
-        print(air_experiment.format_metrics(*out))
+        print(air_evaluation.format_metrics(*out))
 
 
 if __name__ == "__main__":

@@ -1,6 +1,6 @@
 r"""Training steps per second of AIR per gradient estimator: eager vs tf.function vs XLA.
 
-One step = `air.experiment.compute_losses` on a batch (the model loss with its
+One step = `air.objective.compute_losses` on a batch (the model loss with its
 score-function surrogate, and the baseline loss when there is a baseline),
 gradients of each loss w.r.t. its parameter group, and an RMSProp update per
 group (as in `common.training`), with the model of the chosen config variant
@@ -27,7 +27,7 @@ import tensorflow as tf
 import tf_keras
 from absl import app, flags
 
-from air import experiment
+from air import experiment, objective
 from air.configs import air as air_configs
 
 MODES = ("eager", "function", "xla")
@@ -77,7 +77,7 @@ def _make_step(learner, config, optimizers, mode: str):
 
     def step(x, seed):
         with tf.GradientTape(persistent=True) as tape:
-            losses = experiment.compute_losses(learner, x, seed, 0.01, config.objective)
+            losses = objective.compute_losses(learner, x, seed, 0.01, config.objective)
             totals = {"model": tf.reduce_mean(losses.model_loss)}
             if losses.baseline_loss is not None:
                 totals["baseline"] = tf.reduce_mean(losses.baseline_loss)

@@ -8,10 +8,11 @@ import sys
 import ml_collections
 from absl import app, flags, logging
 
-from common import datasets, experiment, training
+from common import experiment, training
+from common.data import mnist
 
 # Errors about the user's input, files or run (not bugs): reported in one line.
-USER_ERRORS = (experiment.RunError, datasets.DataError, training.NonFiniteError, ValueError)
+USER_ERRORS = (experiment.RunError, mnist.DataError, training.NonFiniteError, ValueError)
 
 
 def define_run_flags(default_run_name: str) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from collections.abc import Mapping
 
 import numpy as np
@@ -26,7 +27,22 @@ def image_grid(images: tf.Tensor | np.ndarray, columns: int | None = None) -> tf
     return tf.reshape(grid, [1, rows * h, columns * w, c])
 
 
-def write_scalars(values: Mapping[str, float], step: int, prefix: str = "") -> None:
-    """Writes every value as a scalar to the default summary writer."""
-    for name, value in values.items():
-        tf.summary.scalar(prefix + name, value, step=step)
+def write_test_metrics(
+    run_dir: str,
+    metrics: Mapping[str, object],
+    step: int,
+    images: Mapping[str, tf.Tensor] | None = None,
+) -> None:
+    """Writes an evaluation's figures to TensorBoard under `<run_dir>/test`.
+
+    Every int or float value of `metrics` (not bools, not `step`) becomes a scalar at `step`;
+    `images` (`[1, H, W, C]` tensors, e.g. from `image_grid`) become images.
+    """
+    writer = tf.summary.create_file_writer(os.path.join(run_dir, "test"))
+    with writer.as_default():
+        for name, value in metrics.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and name != "step":
+                tf.summary.scalar(name, value, step=step)
+        for name, image in (images or {}).items():
+            tf.summary.image(name, image, step=step)
+    writer.flush()

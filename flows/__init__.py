@@ -7,8 +7,11 @@
   here) because `vae` uses them too.
 - `flows.one_pass`: TFP's MAF and RealNVP bijectors with one network pass per `log_prob`.
 - `flows.mog`: MADE MoG (mixture-of-Gaussians conditionals), alone or as the base of MAF MoG.
-- `flows.experiment`: density estimation on MNIST (MAF paper), UCI / BSDS300 (`common.uci`) and
-  the 2-D toys; `flows.toy`: the 2-D densities and the energies U1-U4.
+- `flows.density`: `FlowDensity`, the density every task trains, built from a config.
+- Experiments: `flows.data` (MNIST dequantized, logit space, bits/pixel), `flows.uci` (UCI /
+  BSDS300), `flows.tasks` (MNIST and UCI density estimation), `flows.toy` and `flows.toy_task`
+  (2-D densities and the energies U1-U4), `flows.early_stopping`, `flows.evaluation`, and
+  `flows.experiment` (the wiring `common.training` and the binaries call).
 - Binaries: `python -m flows.train`, `python -m flows.evaluate`.
 """
 
@@ -20,19 +23,17 @@ from common.bijectors import (
     RadialLayer,
 )
 from common.made import MADE
-from flows.experiment import FlowDensity
+from flows.batch_norm import set_batch_norm_statistics, with_training
+from flows.conditioners import CouplingConditioner, conditional_kwargs
+from flows.density import FlowDensity
 from flows.models import (
     DEFAULT_NUM_COMPONENTS,
     DENSITY_NAMES,
     FLOW_NAMES,
     MOG_DENSITY_NAMES,
     REALNVP_MASKS,
-    CouplingConditioner,
-    conditional_kwargs,
     make_density,
     make_flow,
-    set_batch_norm_statistics,
-    with_training,
 )
 from flows.mog import MADEMoG, MoGParams
 

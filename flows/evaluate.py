@@ -12,7 +12,7 @@ TensorBoard under <run_dir>/test.
 from absl import app, flags
 
 from common import cli
-from flows import experiment as flows_experiment
+from flows import evaluation as flows_evaluation
 
 flags.DEFINE_string("run_dir", None, "Run folder written by flows.train, e.g. results/flows/1.")
 flags.DEFINE_string(
@@ -27,9 +27,9 @@ FLAGS = flags.FLAGS
 def main(argv):
     cli.no_extra_args(argv)
     metrics = cli.run_or_fail(
-        flows_experiment.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None
+        flows_evaluation.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None
     )
-    print(flows_experiment.format_metrics(FLAGS.run_dir, metrics))
+    print(flows_evaluation.format_metrics(FLAGS.run_dir, metrics))
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 from common import cli
+from flows import evaluation as flows_evaluation
 from flows import experiment as flows_experiment
 from flows.configs import mnist as mnist_configs
 from flows.configs import uci as uci_configs
@@ -47,7 +48,7 @@ def main(argv):
     cli.no_extra_args(argv)
     run_dir, metrics = cli.run_or_fail(_train_and_evaluate)
     if metrics is not None:
-        print(flows_experiment.format_metrics(run_dir, metrics))
+        print(flows_evaluation.format_metrics(run_dir, metrics))
 
 
 if __name__ == "__main__":

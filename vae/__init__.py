@@ -19,7 +19,8 @@ from vae.estimators import (
     piwae_objectives,
     training_objectives,
 )
-from vae.modules import POSTERIORS, FlowPosteriorMLP, IWAEModel, make_model
+from vae.flow_posteriors import POSTERIORS, FlowPosteriorMLP
+from vae.modules import IWAEModel, make_model
 
 __all__ = [
     "POSTERIORS",

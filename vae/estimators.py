@@ -25,6 +25,8 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+from common.bounds import iwae_bound, log_mean_exp  # noqa: F401  (iwae_bound: part of this API)
+
 BOUNDS = ("elbo", "iwae", "miwae", "ciwae")
 ESTIMATORS = BOUNDS + ("piwae",)
 
@@ -65,24 +67,6 @@ def elbo(log_w: tf.Tensor) -> tf.Tensor:
     return tf.reduce_mean(log_w, axis=0)
 
 
-def iwae_bound(log_w: tf.Tensor) -> tf.Tensor:
-    """IWAE bound L_K = log (1/K) sum_k w_k ([Burda] eq. 8).
-
-    Computed as `logsumexp_k(log w_k) - log K`. Its reparameterized gradient
-    is `sum_k w~_k grad log w_k` with normalized weights `w~_k` ([Burda]
-    sec. 3), so autodiff through this function gives the IWAE gradient.
-
-    Args:
-      log_w: `[K, B]` log importance weights.
-
-    Returns:
-      `[B]` IWAE-K bound in nats.
-    """
-    log_w = tf.convert_to_tensor(log_w)
-    log_k = tf.math.log(tf.cast(_num_samples(log_w), log_w.dtype))
-    return tf.reduce_logsumexp(log_w, axis=0) - log_k
-
-
 def miwae_bound(log_w: tf.Tensor, num_groups: int) -> tf.Tensor:
     """MIWAE(M, K) = (1/M) sum_m log (1/K) sum_k w_{m,k} ([Rainforth] sec. 4).
 
@@ -110,8 +94,7 @@ def miwae_bound(log_w: tf.Tensor, num_groups: int) -> tf.Tensor:
     # Row-major reshape: row m*K + k -> [m, k]. Normalizing over the wrong
     # axis here (PYTHAE's M/K swap) is only correct when M == K.
     grouped = tf.reshape(log_w, [num_groups, -1, tf.shape(log_w)[-1]])  # [M, K, B]
-    k = tf.cast(tf.shape(grouped)[1], log_w.dtype)
-    per_group = tf.reduce_logsumexp(grouped, axis=1) - tf.math.log(k)  # [M, B]
+    per_group = log_mean_exp(grouped, axis=1)  # [M, B]
     return tf.reduce_mean(per_group, axis=0)
 
 

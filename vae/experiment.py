@@ -17,8 +17,10 @@ import tf_keras
 import tqdm
 from absl import logging
 
-from common import datasets, experiment, summaries, training
-from vae import estimators, modules
+from common import experiment, optimizers, summaries, training
+from common.data import mnist as mnist_data
+from common.data import pipelines
+from vae import estimators, mlps, modules
 
 
 def posterior_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
@@ -86,11 +88,7 @@ def _paper_schedule(config, steps_per_epoch: int):
 
 
 def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
-    """Adam with the configured learning-rate schedule.
-
-    tf_keras optimizers, not Sonnet's: Sonnet 2 optimizers refuse every
-    `tf.distribute` strategy but its own replicators, so they cannot run under
-    `MultiWorkerMirroredStrategy` (`--config.strategy=multi_worker`).
+    """Adam (`common.optimizers`) with the configured learning-rate schedule.
 
     Raises:
       ValueError: for an unknown schedule.
@@ -108,9 +106,7 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
         raise ValueError(
             f"Unknown optimizer.schedule {opt.schedule!r}; expected paper, cosine or constant."
         )
-    return tf_keras.optimizers.Adam(
-        lr, beta_1=opt.beta_1, beta_2=opt.beta_2, epsilon=opt.epsilon, jit_compile=False
-    )
+    return optimizers.make_optimizer(opt, lr)
 
 
 def _objective_kwargs(config) -> dict[str, Any]:
@@ -145,13 +141,13 @@ class VAETask:
                 f"data.binarization must be dynamic or static, got {config.data.binarization!r}."
             )
         self.data_dir = config.data.data_dir or None
-        self.data = datasets.load_mnist(
+        self.data = mnist_data.load_mnist(
             self.data_dir, config.data.source, config.data.validation_size
         )
         mean_image = self.data.train.images.reshape(-1, 784).mean(0) / 255.0
-        self.model = build_model(config, modules.output_bias_from_mean(mean_image))
+        self.model = build_model(config, mlps.output_bias_from_mean(mean_image))
         self.global_batch_size = config.batch_size
-        self.steps_per_epoch = datasets.steps_per_epoch(
+        self.steps_per_epoch = pipelines.steps_per_epoch(
             len(self.data.train.images), config.batch_size
         )
         self.optimizer = make_optimizer(config, self.steps_per_epoch)
@@ -169,7 +165,7 @@ class VAETask:
             else self.config.data.binarization_seed
         )
         batch = self.global_batch_size
-        ds = datasets.train_dataset(
+        ds = pipelines.train_dataset(
             self.data.train.images, batch, seed, transform, start_step, data_dir=self.data_dir
         )
         # Static batch shape, so replicas split it evenly and noise shapes are static.
@@ -177,7 +173,7 @@ class VAETask:
 
     def _binarized_eval(self, images: np.ndarray, batch_size: int) -> tf.data.Dataset:
         """Evaluation data: binarized once with a fixed seed (Burda et al.; YB seed 123)."""
-        return datasets.eval_dataset(
+        return pipelines.eval_dataset(
             images,
             batch_size,
             "static_binarize",
@@ -412,11 +408,11 @@ def evaluate_run(
     config, model = restored.config, restored.model
     task_config = ml_collections.ConfigDict(config.to_dict())
     data_dir = config.data.data_dir or None
-    mnist = datasets.load_mnist(data_dir, config.data.source, config.data.validation_size)
+    mnist = mnist_data.load_mnist(data_dir, config.data.source, config.data.validation_size)
     images = mnist.test.images
     if config.eval.num_test_images:
         images = images[: config.eval.num_test_images]
-    test = datasets.eval_dataset(
+    test = pipelines.eval_dataset(
         images,
         config.eval.batch_size,
         "static_binarize",
@@ -437,7 +433,7 @@ def evaluate_run(
             model, test, k, min(config.eval.chunk_samples, k), config.seed, progress=progress
         )
     )
-    big_batches = datasets.eval_dataset(
+    big_batches = pipelines.eval_dataset(
         images, 1000, "static_binarize", config.data.binarization_seed, data_dir=data_dir
     )
     metrics.update(
@@ -447,12 +443,7 @@ def evaluate_run(
         x = next(iter(big_batches))["image"][:100]
         metrics.update(gradient_snr(model, task_config, x, snr_repeats, config.seed))
     experiment.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    writer = tf.summary.create_file_writer(os.path.join(run_dir, "test"))
-    with writer.as_default():
-        for name, v in metrics.items():
-            if isinstance(v, (int, float)) and name != "step":
-                tf.summary.scalar(name, v, step=restored.step)
-    writer.flush()
+    summaries.write_test_metrics(run_dir, metrics, restored.step)
     return metrics
 
 

@@ -5,7 +5,7 @@
   python -m flows.evaluate --run_dir=results/flows/1
 
 Data: the authors' preprocessed archive (Zenodo record 1161203) unpacked under
-`<data_dir>/maf/`; preprocessing in `common.uci`, instructions in docs/uci.md. The test
+`<data_dir>/maf/`; preprocessing in `flows.uci`, instructions in docs/uci.md. The test
 log-likelihood is reported in nats, +- 2 standard errors (MAF Table 1).
 
 Variants (Papamakarios et al. 2017, App.; the authors' run_experiments.py; REFERENCES.md 3.8):
@@ -52,7 +52,7 @@ def get_config(variant: str = "power") -> ml_collections.ConfigDict:
     c.deterministic = True
 
     c.data = ml_collections.ConfigDict()
-    c.data.dataset = "power" if variant == "smoke" else variant  # common.uci.DATASETS
+    c.data.dataset = "power" if variant == "smoke" else variant  # flows.uci.DATASETS
     c.data.data_dir = ""  # empty: $GENMODELS_DATA_DIR or ~/.cache/genmodels; files in maf/
     c.data.num_train_examples = 0  # 0: the whole training split; smoke trains on a prefix
 

@@ -11,7 +11,7 @@ from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
 
 from air import experiment as air_experiment
-from air import model
+from air import model, plots
 from air.configs import air as air_configs
 from common import experiment
 from tests import binaries
@@ -176,14 +176,14 @@ class WiringTest(tf.test.TestCase, parameterized.TestCase):
     def test_draw_boxes(self):
         # A window of 5 pixels (columns 2..6 of a 9-pixel axis): s = 4/8, t = (2*2+4)/8 - 1 = 0.
         z_where = np.array([[[0.5, 0.5, 0.0, 0.0], [0.25, 0.25, -0.5, -0.5]]])
-        images = air_experiment.draw_boxes(np.zeros([1, 9, 9, 1]), z_where, np.array([[1, 0]]))
-        red = np.all(images[0] == air_experiment.STEP_COLOURS[0], axis=-1)
+        images = plots.draw_boxes(np.zeros([1, 9, 9, 1]), z_where, np.array([[1, 0]]))
+        red = np.all(images[0] == plots.STEP_COLOURS[0], axis=-1)
         expected = np.zeros([9, 9], bool)
         expected[2, 2:7] = expected[6, 2:7] = expected[2:7, 2] = expected[2:7, 6] = True
         self.assertAllEqual(red, expected)
         self.assertEqual(images.shape, (1, 9, 9, 3))  # the absent step draws nothing
         self.assertEqual(int(np.any(images > 0, -1).sum()), 16)
-        confusion = air_experiment.confusion_image(np.array([[3, 1], [0, 4]]))
+        confusion = plots.confusion_image(np.array([[3, 1], [0, 4]]))
         self.assertEqual(confusion.shape, (1, 48, 48, 3))
 
 

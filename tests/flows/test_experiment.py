@@ -14,8 +14,12 @@ import tensorflow as tf
 from absl.testing import parameterized
 from tensorboard.backend.event_processing import event_accumulator
 
-from common import datasets, experiment, training
-from flows import experiment as flows_experiment
+from common import experiment, training
+from flows import data as flows_data
+from flows import density as flows_density
+from flows import early_stopping as flows_early_stopping
+from flows import evaluation as flows_evaluation
+from flows import tasks as flows_tasks
 from flows.configs import mnist as mnist_configs
 from flows.configs import toy as toy_configs
 from tests import binaries
@@ -57,13 +61,13 @@ class MnistEndToEndTest(tf.test.TestCase):
         self.assertBetween(m["test_bits_per_pixel"], 1.5, 8.0)
         # bits/pixel = 8 - (log p(y) + log|dy/dx|) / (D ln 2), averaged over the same images.
         config = experiment.load_config(self.run_dir)
-        y = flows_experiment._flat_logits(flows_experiment.load_mnist_data(config).test)
-        jacobian = float(tf.reduce_mean(datasets.logit_log_det_jacobian(y)))
+        y = flows_data.flat_logits(flows_data.load_mnist_data(config).test)
+        jacobian = float(tf.reduce_mean(flows_data.logit_log_det_jacobian(y)))
         expected = 8 - (m["test_log_likelihood"] + jacobian) / (784 * math.log(2))
         self.assertAllClose(m["test_bits_per_pixel"], expected, atol=1e-4)
 
     def test_early_stopping_state_and_best_checkpoint(self):
-        state = flows_experiment.load_early_stopping(self.run_dir)
+        state = flows_early_stopping.load_early_stopping(self.run_dir)
         self.assertEqual([s for s, _ in state.history], [10, 20])  # one validation per epoch
         self.assertEqual(state.patience_steps, 10)  # 1 epoch of 10 steps
         self.assertEqual(state.best_value, max(v for _, v in state.history))
@@ -92,13 +96,13 @@ class MnistEndToEndTest(tf.test.TestCase):
 
     def test_load_from_checkpoint_reproduces_the_test_metrics(self):
         restored = experiment.load_from_checkpoint(self.run_dir, self.metrics["checkpoint"])
-        self.assertIsInstance(restored.model, flows_experiment.FlowDensity)
+        self.assertIsInstance(restored.model, flows_density.FlowDensity)
         # evaluate_run rebuilds the model from config.json and the checkpoint alone.
-        again = flows_experiment.evaluate_run(self.run_dir)
+        again = flows_evaluation.evaluate_run(self.run_dir)
         for name in ("test_log_likelihood", "test_bits_per_pixel", "validation_log_likelihood"):
             self.assertAllClose(again[name], self.metrics[name], rtol=1e-6, msg=name)
         # The restored model is the trained one, not a fresh initialization.
-        fresh = flows_experiment.build_model(restored.config)
+        fresh = flows_density.build_model(restored.config)
         y = tf.random.stateless_normal([4, 784], [1, 2])
         self.assertNotAllClose(
             restored.model.log_prob(y, training=False), fresh.log_prob(y, training=False)
@@ -115,16 +119,16 @@ class MnistEndToEndTest(tf.test.TestCase):
         experiment.write_run_info(run_dir, config, ["test"])
         # A validation score that never improves (a real one could by rounding alone).
         flat = {"log_likelihood": -1000.0, "bits_per_pixel": 2.0}
-        with mock.patch.object(flows_experiment.MnistDensityTask, "evaluate", return_value=flat):
-            result, state = flows_experiment.train_with_early_stopping(config, run_dir, None)
+        with mock.patch.object(flows_tasks.MnistDensityTask, "evaluate", return_value=flat):
+            result, state = flows_early_stopping.train_with_early_stopping(config, run_dir, None)
         self.assertTrue(result.stopped_by_hook)
         self.assertEqual(result.step, 20)  # epoch 1 is the best, epoch 2 uses up the patience
         self.assertEqual(state.history, [(10, -1000.0), (20, -1000.0)])
         self.assertEqual(state.best_step, 10)
-        self.assertTrue(flows_experiment.load_early_stopping(run_dir).should_stop)
+        self.assertTrue(flows_early_stopping.load_early_stopping(run_dir).should_stop)
         latest = experiment.latest_checkpoint(run_dir)
         self.assertEqual(experiment.checkpoint_step(latest), 20)
-        again, state = flows_experiment.train_with_early_stopping(config, run_dir, latest)
+        again, state = flows_early_stopping.train_with_early_stopping(config, run_dir, latest)
         self.assertEqual(again.step, 20)
         self.assertEqual(experiment.checkpoint_step(experiment.latest_checkpoint(run_dir)), 20)
 
@@ -137,7 +141,7 @@ class MnistEndToEndTest(tf.test.TestCase):
         run_dir = os.path.join(self.results, "plain")
         os.makedirs(run_dir)
         experiment.write_run_info(run_dir, config, ["test"])
-        result, state = flows_experiment.train_mnist(config, run_dir, None)
+        result, state = flows_early_stopping.train_with_early_stopping(config, run_dir, None)
         self.assertIsNone(state)
         self.assertEqual(result.step, 20)
         plain = experiment.load_from_checkpoint(run_dir).model
@@ -148,7 +152,7 @@ class MnistEndToEndTest(tf.test.TestCase):
 
 class EarlyStoppingTest(tf.test.TestCase):
     def test_stops_after_patience_without_improvement(self):
-        state = flows_experiment.EarlyStopping(patience_steps=3)
+        state = flows_early_stopping.EarlyStopping(patience_steps=3)
         self.assertFalse(state.should_stop)
         improved = [state.update(s, v) for s, v in enumerate([1.0, 2.0, 1.5, 1.9, 1.99], 1)]
         self.assertEqual(improved, [True, True, False, False, False])
@@ -156,7 +160,7 @@ class EarlyStoppingTest(tf.test.TestCase):
         self.assertTrue(state.should_stop)  # 5 - 2 >= 3
 
     def test_non_finite_scores_never_improve(self):
-        state = flows_experiment.EarlyStopping(patience_steps=2)
+        state = flows_early_stopping.EarlyStopping(patience_steps=2)
         self.assertFalse(state.update(1, float("nan")))
         self.assertFalse(state.update(2, -float("inf")))
         self.assertIsNone(state.best_step)
@@ -164,10 +168,10 @@ class EarlyStoppingTest(tf.test.TestCase):
         self.assertTrue(state.update(3, -5.0))
 
     def test_json_round_trip_and_order(self):
-        state = flows_experiment.EarlyStopping(patience_steps=10)
+        state = flows_early_stopping.EarlyStopping(patience_steps=10)
         state.update(5, -3.0)
         state.best_checkpoint = "best/model.ckpt-5"
-        copy = flows_experiment.EarlyStopping.from_dict(json.loads(json.dumps(state.to_dict())))
+        copy = flows_early_stopping.EarlyStopping.from_dict(json.loads(json.dumps(state.to_dict())))
         self.assertEqual(copy.to_dict(), state.to_dict())
         with self.assertRaisesRegex(ValueError, "step order"):
             state.update(5, 1.0)
@@ -195,7 +199,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
         log precision (the MAF code), the other densities have no such option."""
         config = mnist_configs.get_config(variant)
         config.model.hidden_units = (4,)
-        model = flows_experiment.build_model(config)
+        model = flows_density.build_model(config)
         wrapped = [m for m in model.submodules if m.name.startswith("log_precision_")]
         if config.model.flow in ("made", "maf", "maf_mog"):
             self.assertTrue(config.model.made_log_precision)
@@ -214,7 +218,7 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
         config.model.hidden_units = (4,)
         config.model.flow, config.model.num_layers, config.model.batch_norm = flow, layers, bn
         self.assertTrue(config.model.made_log_precision)
-        model = flows_experiment.build_model(config)
+        model = flows_density.build_model(config)
         self.assertEmpty([m for m in model.submodules if m.name.startswith("log_precision_")])
         y = tf.random.stateless_normal([3, 784], [5, 6])
         self.assertTrue(np.all(np.isfinite(model.log_prob(y, training=False).numpy())))
@@ -236,19 +240,19 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
         config = mnist_configs.get_config("smoke")
         config.strategy = "mirrored"
         with self.assertRaisesRegex(ValueError, "patience_epochs=0"):
-            flows_experiment.train_mnist(config, tempfile.gettempdir(), None)
+            flows_early_stopping.train_with_early_stopping(config, tempfile.gettempdir(), None)
 
     def test_made_variant_builds_without_batch_norm(self):
         config = mnist_configs.get_config("made")
         config.model.hidden_units = (8,)
-        model = flows_experiment.build_model(config)
+        model = flows_density.build_model(config)
         self.assertLen(model.trainable_variables, 4)  # two masked layers, weights and biases
         self.assertLen(model.weight_matrices, 2)
         self.assertFalse(model.has_batch_norm)
 
     def test_loss_carries_the_weight_decay_once(self):
         config = mnist_configs.get_config("smoke")
-        task = flows_experiment.MnistDensityTask(config, data=_tiny_data())
+        task = flows_tasks.MnistDensityTask(config, data=_tiny_data())
         batch = next(iter(task.train_dataset(0)))
         out = task.step(batch, tf.constant([0, 0]))
         decay = sum(float(tf.reduce_sum(w**2)) for w in task.model.weight_matrices) * 1e-6
@@ -257,10 +261,10 @@ class ConfigTest(tf.test.TestCase, parameterized.TestCase):
         self.assertTrue(task.model.has_batch_norm)
 
 
-def _tiny_data() -> flows_experiment.MnistData:
+def _tiny_data() -> flows_data.MnistData:
     rng = np.random.default_rng(0)
     x = rng.uniform(size=[3, 40, 28, 28]).astype(np.float32)
-    return flows_experiment.MnistData(*x)
+    return flows_data.MnistData(*x)
 
 
 if __name__ == "__main__":

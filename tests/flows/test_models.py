@@ -231,7 +231,7 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
         """Training-mode log_prob = base log_prob + the sum of each layer's
         inverse log-det, batch norm included with the *minibatch* variance
         (TFP's own BatchNormalization bijector mixes in the moving variance
-        here; see models._BatchNormalization)."""
+        here; see flows.batch_norm._BatchNormalization)."""
         density = flows.make_density(name, 3, 2, HIDDEN, dtype=tf.float64, seed=0)
         x = self.rng.normal(size=(64, 3)) * [1.0, 3.0, 0.2] + [2.0, -1.0, 0.0]
         expected, h = 0.0, x

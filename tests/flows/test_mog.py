@@ -15,7 +15,9 @@ from absl.testing import parameterized
 from scipy import special, stats
 
 import flows
-from flows import experiment as flows_experiment
+from flows import data as flows_data
+from flows import density as flows_density
+from flows import tasks as flows_tasks
 from flows.configs import mnist as mnist_configs
 from tests import binaries
 from tests.flows import flow_test_util
@@ -333,7 +335,7 @@ class MoGConfigTest(tf.test.TestCase, parameterized.TestCase):
         config = mnist_configs.get_config(variant)
         config.model.hidden_units = (4,)
         config.model.num_components = 3
-        model = flows_experiment.build_model(config)
+        model = flows_density.build_model(config)
         self.assertEqual(model.density.distribution.num_components, 3)
         self.assertEqual(model.event_size, 784)
         self.assertEqual(model.has_batch_norm, variant == "maf_mog5")
@@ -349,8 +351,8 @@ class MoGConfigTest(tf.test.TestCase, parameterized.TestCase):
         config.model.batch_norm, config.model.num_components = batch_norm, 3
         config.eval.num_samples = 2
         rng = np.random.default_rng(0)
-        data = flows_experiment.MnistData(*rng.uniform(size=[3, 40, 28, 28]).astype(np.float32))
-        task = flows_experiment.MnistDensityTask(config, data=data)
+        data = flows_data.MnistData(*rng.uniform(size=[3, 40, 28, 28]).astype(np.float32))
+        task = flows_tasks.MnistDensityTask(config, data=data)
         out = task.step(next(iter(task.train_dataset(0))), tf.constant([0, 0]))
         self.assertTrue(np.all(np.isfinite(out.metrics["log_likelihood"].numpy())))
         metrics = task.evaluate(task.validation_dataset(), tf.constant([0, 1]))

@@ -8,7 +8,7 @@ import tensorflow_probability as tfp
 from absl.testing import parameterized
 
 import flows
-from flows import experiment as flows_experiment
+from flows import density as flows_density
 from flows.configs import mnist as mnist_configs
 from tests.flows import flow_test_util
 
@@ -230,7 +230,7 @@ class RealNVPMaskConfigTest(tf.test.TestCase):
         self.assertEqual(mnist_configs.get_config("realnvp5").model.realnvp_mask, "parity")
 
     def test_mnist_parity_fixes_odd_then_even_columns(self):
-        model = flows_experiment.build_model(self._config("parity"))
+        model = flows_density.build_model(self._config("parity"))
         x = tf.random.stateless_normal([2, 784], [3, 4])
         h = x
         for k, coupling in enumerate(_couplings(model.flow)):
@@ -242,7 +242,7 @@ class RealNVPMaskConfigTest(tf.test.TestCase):
             h = tf.constant(y.reshape(2, 784))
 
     def test_mnist_checkerboard(self):
-        model = flows_experiment.build_model(self._config("checkerboard"))
+        model = flows_density.build_model(self._config("checkerboard"))
         first = _couplings(model.flow)[0]
         x = tf.random.stateless_normal([2, 784], [1, 2])
         y = first.forward(x).numpy().reshape(2, 28, 28)
@@ -254,14 +254,14 @@ class RealNVPMaskConfigTest(tf.test.TestCase):
 
     def test_mnist_channel_mask_is_a_clear_error(self):
         with self.assertRaisesRegex(ValueError, "C >= 2"):
-            flows_experiment.build_model(self._config("channel"))
+            flows_density.build_model(self._config("channel"))
 
     def test_other_flows_ignore_the_realnvp_mask(self):
         shapes = []
         for mask in ("parity", "checkerboard"):
             config = self._config(mask)
             config.model.flow = "maf"
-            model = flows_experiment.build_model(config)
+            model = flows_density.build_model(config)
             shapes.append([tuple(v.shape) for v in model.trainable_variables])
         self.assertEqual(shapes[0], shapes[1])
 

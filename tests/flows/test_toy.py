@@ -15,6 +15,7 @@ from tensorboard.backend.event_processing import event_accumulator
 from common import experiment
 from flows import experiment as flows_experiment
 from flows import toy
+from flows import toy_task as flows_toy_task
 from flows.configs import toy as toy_configs
 
 
@@ -131,12 +132,12 @@ class ToyExperimentTest(tf.test.TestCase, parameterized.TestCase):
         os.makedirs(run_dir)
         experiment.write_run_info(run_dir, config, ["test"])
         seed = tf.constant([0, 99], tf.int64)
-        before_task = flows_experiment.ToyTask(config)
+        before_task = flows_toy_task.ToyTask(config)
         before = before_task.evaluate(before_task.validation_dataset(), seed)[metric]
 
         metrics = flows_experiment.train_and_evaluate(config, run_dir)
         restored = experiment.load_from_checkpoint(run_dir)
-        after_task = flows_experiment.ToyTask(config, restored.model)
+        after_task = flows_toy_task.ToyTask(config, restored.model)
         after = after_task.evaluate(after_task.validation_dataset(), seed)[metric]
         self.assertGreater(sign * (after - before), 0.1, f"{metric}: {before} -> {after}")
         if metric == "kl":  # KL(q || p) >= 0 up to Monte-Carlo error

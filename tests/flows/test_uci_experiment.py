@@ -13,9 +13,12 @@ import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
-from common import experiment, uci
-from common.datasets import DataError
+from common import experiment
+from common.data.mnist import DataError
+from flows import density as flows_density
+from flows import early_stopping as flows_early_stopping
 from flows import experiment as flows_experiment
+from flows import uci
 from flows.configs import uci as uci_configs
 from tests import binaries
 
@@ -64,7 +67,7 @@ class SmokeEndToEndTest(tf.test.TestCase):
         self.assertGreater(m["test_log_likelihood_2se"], 0)
 
     def test_early_stopping_per_epoch(self):
-        state = flows_experiment.load_early_stopping(self.run_dir)
+        state = flows_early_stopping.load_early_stopping(self.run_dir)
         self.assertEqual([s for s, _ in state.history], [10, 20])  # 200 / 20 = 10 steps an epoch
         self.assertEqual(state.patience_steps, 10)
         self.assertEqual(
@@ -120,7 +123,7 @@ class ConfigTest(parameterized.TestCase):
     def test_model_event_size(self, variant):
         config = uci_configs.get_config(variant)
         config.model.hidden_units = (8,)  # the event size does not depend on the width
-        model = flows_experiment.build_model(config)
+        model = flows_density.build_model(config)
         self.assertEqual(model.event_size, uci.DIMENSIONS[variant])
 
     def test_unknown_variant(self):

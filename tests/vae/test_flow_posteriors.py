@@ -20,7 +20,7 @@ from absl.testing import parameterized
 
 from common import distribute, experiment
 from tests import binaries
-from vae import estimators, modules
+from vae import estimators, flow_posteriors, mlps, modules
 from vae import experiment as vae_experiment
 from vae.configs import iwae
 
@@ -160,7 +160,7 @@ class FlowPosteriorTest(tf.test.TestCase, parameterized.TestCase):
     @parameterized.parameters(*FLOWS)
     def test_density_integrates_to_one_and_samples_follow_it(self, flow):
         # D = 2: integrate q(z|x) on a grid and compare its mean with samples.
-        net = modules.FlowPosteriorMLP(
+        net = flow_posteriors.FlowPosteriorMLP(
             (8,), 2, flow, num_flows=3, iaf_hidden_units=(16,), context_size=4, seed=1
         )
         q = net(tf.constant(np.random.default_rng(1).normal(size=(1, 5)) * 0.5, tf.float32))
@@ -262,7 +262,7 @@ class FlowPosteriorTest(tf.test.TestCase, parameterized.TestCase):
         config.model.num_stochastic_layers = layers
         tf.random.set_seed(3)
         model = vae_experiment.build_model(config)
-        self.assertTrue(all(isinstance(e, modules.GaussianMLP) for e in model.encoders))
+        self.assertTrue(all(isinstance(e, mlps.GaussianMLP) for e in model.encoders))
         # A config written before flow posteriors existed (old run folders).
         old_config = iwae.get_config("smoke")
         old_config.model = ml_collections.ConfigDict({"num_stochastic_layers": layers})
@@ -290,9 +290,9 @@ class FlowPosteriorTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "num_flows"):
             modules.make_model(1, num_flows=3)
         with self.assertRaisesRegex(ValueError, "num_flows"):
-            modules.FlowPosteriorMLP((4,), 2, "planar", num_flows=0)
+            flow_posteriors.FlowPosteriorMLP((4,), 2, "planar", num_flows=0)
         with self.assertRaisesRegex(ValueError, "context_size"):
-            modules.FlowPosteriorMLP((4,), 2, "iaf", num_flows=1, context_size=0)
+            flow_posteriors.FlowPosteriorMLP((4,), 2, "iaf", num_flows=1, context_size=0)
         config = iwae.get_config("smoke")
         config.model.posterior = "nice"
         with self.assertRaisesRegex(ValueError, "model.posterior.*gaussian, planar, radial, iaf"):

@@ -5,7 +5,7 @@ import tensorflow as tf
 from absl.testing import parameterized
 from scipy import special
 
-from vae import estimators, modules
+from vae import estimators, mlps, modules
 
 B, K = 3, 4
 
@@ -104,7 +104,7 @@ class ModulesTest(tf.test.TestCase, parameterized.TestCase):
 
     @parameterized.parameters(1, 2)
     def test_log_w_matches_numpy(self, layers):
-        model = modules.make_model(layers, modules.output_bias_from_mean(self.x.mean(0)))
+        model = modules.make_model(layers, mlps.output_bias_from_mean(self.x.mean(0)))
         out = model.log_weights(self.x, K, self.seed)
         # The same stateless noise as the module draws (one device).
         seeds = tf.random.experimental.stateless_split(self.seed, num=layers)
@@ -182,7 +182,7 @@ class ModulesTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_output_bias_init(self):
         mean = np.linspace(0.0, 1.0, 784).astype(np.float32)  # Includes 0 and 1.
-        bias = modules.output_bias_from_mean(mean.reshape(28, 28))
+        bias = mlps.output_bias_from_mean(mean.reshape(28, 28))
         expected = special.logit(np.clip(mean.astype(np.float64), 1e-3, 1 - 1e-3))
         self.assertAllClose(bias, expected, rtol=1e-6)
         for layers in (1, 2):
@@ -207,11 +207,11 @@ class ModulesTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_bad_arguments(self):
         with self.assertRaisesRegex(ValueError, "output_bias_init"):
-            modules.BernoulliMLP((10,), 784, output_bias_init=np.zeros(10))
+            mlps.BernoulliMLP((10,), 784, output_bias_init=np.zeros(10))
         with self.assertRaisesRegex(ValueError, "num_stochastic_layers"):
             modules.make_model(3)
         with self.assertRaisesRegex(ValueError, "latent_sizes"):
-            modules.IWAEModel([modules.GaussianMLP((4,), 2)], [modules.BernoulliMLP((4,), 6)], [3])
+            modules.IWAEModel([mlps.GaussianMLP((4,), 2)], [mlps.BernoulliMLP((4,), 6)], [3])
         with self.assertRaisesRegex(ValueError, "same nonzero length"):
             modules.IWAEModel([], [], [])
         with self.assertRaisesRegex(ValueError, "seed"):

@@ -1,4 +1,4 @@
-"""common.uci on tiny synthetic files in the MAF authors' formats: the preprocessing against
+"""flows.uci on tiny synthetic files in the MAF authors' formats: the preprocessing against
 NumPy re-derivations and invariants (split sizes, standardization statistics, dropped columns,
 noise bounds, determinism), the file errors, and the step-indexed pipelines."""
 
@@ -10,8 +10,8 @@ from unittest import mock
 import numpy as np
 import tensorflow as tf
 
-from common import uci
-from common.datasets import DataError
+from common.data.mnist import DataError
+from flows import uci
 
 try:
     import pandas as pd

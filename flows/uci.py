@@ -8,7 +8,7 @@ here: the user unpacks it once into `<data_dir>/maf/` (see `UNPACK_COMMAND` and 
   mkdir -p <data_dir>/maf && tar -xzf data.tar.gz -C <data_dir>/maf --strip-components=1 \\
       data/power data/gas data/hepmass data/miniboone data/BSDS300
 
-`<data_dir>` follows `common.datasets`: the `data_dir` argument (config `data.data_dir`), else
+`<data_dir>` follows `common.data.mnist`: the `data_dir` argument (config `data.data_dir`), else
 `$GENMODELS_DATA_DIR`, else `~/.cache/genmodels`. Expected files (`FILES`):
 
   <data_dir>/maf/power/data.npy              float [2049280, 8]
@@ -41,14 +41,14 @@ Preprocessing, reimplemented from the authors' loaders (github.com/gpapamak/maf,
 GAS needs `pandas` (the file is a pandas pickle) and BSDS300 needs `h5py`: `pip install pandas`
 / `pip install h5py`, or `pip install -e '.[uci]'`. HEPMASS's CSV is parsed with NumPy.
 
-Pipelines are the step-indexed ones of `common.datasets` (`train_dataset`: the batch of step s is
-a pure function of (seed, s), so a resumed run continues the exact trajectory), with elements
-`{"x": float32 [B, D]}`.
+Pipelines are the step-indexed ones of `common.data.pipelines` (`train_dataset`: the batch of
+step s is a pure function of (seed, s), so a resumed run continues the exact trajectory), with
+elements `{"x": float32 [B, D]}`.
 
 Symbols: N examples, B batch size, D event size (6, 8, 21, 43, 63).
 
 Command line (checks the files and prints the split shapes and statistics):
-  python -m common.uci --dataset=power [--data_dir=DIR]
+  python -m flows.uci --dataset=power [--data_dir=DIR]
 """
 
 from __future__ import annotations
@@ -61,8 +61,8 @@ import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
 
-from common import datasets
-from common.datasets import DataError
+from common.data import mnist, pipelines
+from common.data.mnist import DataError
 
 DATASETS = ("power", "gas", "hepmass", "miniboone", "bsds300")
 #: Event size D after preprocessing (MAF paper, Table 1).
@@ -111,8 +111,8 @@ class UciData(NamedTuple):
 
 
 def maf_dir(data_dir: str | None = None) -> str:
-    """`<data_dir>/maf`, `data_dir` defaulting to `common.datasets.default_data_dir()`."""
-    return os.path.join(data_dir or datasets.default_data_dir(), SUBDIR)
+    """`<data_dir>/maf`, `data_dir` defaulting to `common.mnist.default_data_dir()`."""
+    return os.path.join(data_dir or mnist.default_data_dir(), SUBDIR)
 
 
 def expected_paths(name: str, data_dir: str | None = None) -> list[str]:
@@ -424,7 +424,7 @@ def load_uci(name: str, data_dir: str | None = None) -> UciData:
     Args:
       name: one of `DATASETS`.
       data_dir: root data directory (files under `<data_dir>/maf/`, see module docstring);
-        default `common.datasets.default_data_dir()`.
+        default `common.mnist.default_data_dir()`.
 
     Returns:
       `UciData` of float32 `[N, D]` splits, D = `DIMENSIONS[name]`; the real files give
@@ -453,7 +453,7 @@ def load_uci(name: str, data_dir: str | None = None) -> UciData:
 
 
 # ------------------------------------------------------------------------------------------------
-# Pipelines: the step-indexed ones of common.datasets, with elements {"x": [B, D]}.
+# Pipelines: the step-indexed ones of common.data.pipelines, with elements {"x": [B, D]}.
 
 
 def _check_table(x: np.ndarray) -> np.ndarray:
@@ -469,14 +469,14 @@ def train_dataset(
     """Infinite, step-indexed training batches `{"x": float32 [B, D]}` of `x: [N, D]`.
 
     The batch of step s depends only on (seed, s): a fresh permutation of the N rows per epoch of
-    N // B steps (`common.datasets.train_dataset`), so `start_step=k` resumes the trajectory.
+    N // B steps (`common.data.pipelines.train_dataset`), so `start_step=k` resumes the trajectory.
 
     Raises:
       ValueError: bad shape or batch size, or negative `start_step`.
     """
     x = _check_table(x)
     dim = x.shape[1]
-    ds = datasets.train_dataset(x, batch_size, seed, "intensity", start_step)
+    ds = pipelines.train_dataset(x, batch_size, seed, "intensity", start_step)
     return ds.map(lambda e: {"x": tf.ensure_shape(e["image"][..., 0], [batch_size, dim])})
 
 
@@ -488,7 +488,7 @@ def eval_dataset(x: np.ndarray, batch_size: int) -> tf.data.Dataset:
       ValueError: bad shape or `batch_size` < 1.
     """
     x = _check_table(x)
-    return datasets.eval_dataset(x, batch_size, "intensity").map(
+    return pipelines.eval_dataset(x, batch_size, "intensity").map(
         lambda e: {"x": e["image"][..., 0]}
     )
 

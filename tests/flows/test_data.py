@@ -1,4 +1,4 @@
-"""Tests for the MAF-paper block of common/datasets.py: static dequantization, the logit
+"""Tests for flows/data.py: static dequantization, the logit
 transform and the conversion of logit-space log-densities to bits/pixel (REFERENCES.md 1.3)."""
 
 import functools
@@ -10,19 +10,20 @@ import tensorflow as tf
 import tensorflow_probability as tfp
 from scipy import stats
 
-from common import datasets
+from common.data import mnist, pipelines
+from flows import data as flows_data
 
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
-ALPHA = datasets.LOGIT_ALPHA
+ALPHA = flows_data.LOGIT_ALPHA
 D = 784
 
 
 @functools.cache
 def _test_images() -> np.ndarray:
     """The real MNIST test split, uint8 `[10000, 28, 28]`."""
-    return datasets.load_mnist(validation_size=0).test.images
+    return mnist.load_mnist(validation_size=0).test.images
 
 
 def _tmpdir(test: tf.test.TestCase) -> str:
@@ -55,7 +56,7 @@ class StaticDequantizeTest(tf.test.TestCase):
         self.data_dir = _tmpdir(self)
 
     def test_pixels_stay_in_their_bin_and_the_noise_is_uniform(self):
-        x = datasets.static_dequantize(self.images, (42, 2), self.data_dir)
+        x = flows_data.static_dequantize(self.images, (42, 2), self.data_dir)
         self.assertEqual(x.dtype, np.float32)
         self.assertEqual(x.shape, self.images.shape)
         k = self.images.astype(np.float64)
@@ -70,35 +71,35 @@ class StaticDequantizeTest(tf.test.TestCase):
         self.assertAllClose(u[k.ravel() == 0].mean(), u[k.ravel() == 255].mean(), atol=0.01)
 
     def test_drawn_once_stored_and_reused(self):
-        x = datasets.static_dequantize(self.images[:500], 42, self.data_dir)
+        x = flows_data.static_dequantize(self.images[:500], 42, self.data_dir)
         files = os.listdir(os.path.join(self.data_dir, "mnist"))
         self.assertLen(files, 1)
         self.assertStartsWith(files[0], "dequantized_")
         path = os.path.join(self.data_dir, "mnist", files[0])
         mtime = os.path.getmtime(path)
-        again = datasets.static_dequantize(self.images[:500], 42, self.data_dir)
+        again = flows_data.static_dequantize(self.images[:500], 42, self.data_dir)
         np.testing.assert_array_equal(x, again)
         self.assertEqual(os.path.getmtime(path), mtime)
         # Another seed (or split stream) gives independent noise.
-        other = datasets.static_dequantize(self.images[:500], (42, 1), self.data_dir)
+        other = flows_data.static_dequantize(self.images[:500], (42, 1), self.data_dir)
         u, v = (256.0 * a - self.images[:500] for a in (x, other))
         self.assertLess(abs(np.corrcoef(u.ravel(), v.ravel())[0, 1]), 0.01)
 
     def test_a_stored_draw_that_contradicts_the_images_is_an_error_and_kept(self):
-        x = datasets.static_dequantize(self.images[:100], 7, self.data_dir)
+        x = flows_data.static_dequantize(self.images[:100], 7, self.data_dir)
         (name,) = os.listdir(os.path.join(self.data_dir, "mnist"))
         path = os.path.join(self.data_dir, "mnist", name)
         np.save(path, np.minimum(x + 1 / 256, 0.999).astype(np.float32))  # the next bin
         with open(path, "rb") as f:
             before = f.read()
-        with self.assertRaisesRegex(datasets.DataError, "does not match"):
-            datasets.static_dequantize(self.images[:100], 7, self.data_dir)
+        with self.assertRaisesRegex(mnist.DataError, "does not match"):
+            flows_data.static_dequantize(self.images[:100], 7, self.data_dir)
         with open(path, "rb") as f:
             self.assertEqual(before, f.read())
 
     def test_rejects_non_uint8_images(self):
         with self.assertRaisesRegex(ValueError, "uint8"):
-            datasets.static_dequantize(self.images[:2].astype(np.float32), 0, self.data_dir)
+            flows_data.static_dequantize(self.images[:2].astype(np.float32), 0, self.data_dir)
 
 
 class LogitTransformTest(tf.test.TestCase):
@@ -106,54 +107,56 @@ class LogitTransformTest(tf.test.TestCase):
         super().setUp()
         self.data_dir = _tmpdir(self)
         self.images = _test_images()[:1000]
-        self.x = datasets.static_dequantize(self.images, 42, self.data_dir)
+        self.x = flows_data.static_dequantize(self.images, 42, self.data_dir)
 
     def test_round_trip_on_real_mnist(self):
-        y = datasets.logit_transform(self.x)
+        y = flows_data.logit_transform(self.x)
         self.assertEqual(y.dtype, tf.float32)
-        x = datasets.inverse_logit_transform(y).numpy()
+        x = flows_data.inverse_logit_transform(y).numpy()
         self.assertAllClose(x, self.x, rtol=0, atol=2e-7)
         # float64: exact to round-off; the range is [logit(alpha), logit(1 - alpha)].
-        y64 = datasets.logit_transform(self.x.astype(np.float64))
-        self.assertAllClose(datasets.inverse_logit_transform(y64), self.x, rtol=0, atol=1e-14)
+        y64 = flows_data.logit_transform(self.x.astype(np.float64))
+        self.assertAllClose(flows_data.inverse_logit_transform(y64), self.x, rtol=0, atol=1e-14)
         bound = np.log((1 - ALPHA) / ALPHA)
         self.assertAllInRange(y64, -bound, bound)
 
     def test_registered_transforms_match_the_functions(self):
-        y = datasets.TRANSFORMS["dequantize_logit"](self.images, 42, self.data_dir)
-        self.assertAllEqual(y, datasets.logit_transform(self.x))
-        x = datasets.TRANSFORMS["dequantize"](self.images, 42, self.data_dir)
+        y = flows_data.DEQUANTIZE_LOGIT(self.images, 42, self.data_dir)
+        self.assertAllEqual(y, flows_data.logit_transform(self.x))
+        x = flows_data.DEQUANTIZE(self.images, 42, self.data_dir)
         self.assertAllEqual(x, self.x)
-        batches = list(datasets.eval_dataset(self.x, 300, "logit"))
+        batches = list(pipelines.eval_dataset(self.x, 300, flows_data.LOGIT))
         self.assertEqual(batches[0]["image"].shape, [300, 28, 28, 1])
         stacked = tf.concat([b["image"][..., 0] for b in batches], 0)
         self.assertAllEqual(stacked, y)
 
     def test_logit_of_integer_pixels_is_an_error(self):
         with self.assertRaisesRegex(ValueError, "dequantized"):
-            datasets.logit_transform(self.images)
+            flows_data.logit_transform(self.images)
 
 
 class BitsPerPixelTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()
         self.data_dir = _tmpdir(self)
-        x = datasets.static_dequantize(_test_images()[:200], 3, self.data_dir)
+        x = flows_data.static_dequantize(_test_images()[:200], 3, self.data_dir)
         self.x = x.reshape(-1, D).astype(np.float64)
-        self.y = datasets.logit_transform(self.x)  # [200, D] float64
+        self.y = flows_data.logit_transform(self.x)  # [200, D] float64
 
     def test_a_uniform_pixel_model_scores_exactly_8_bits_per_pixel(self):
         # The uniform density on [0, 256)^D is 256^-D: 8 bits/pixel, 0 nats on [0, 1]^D.
         log_p_y = _uniform_pixel_density(ALPHA, tf.float64).log_prob(self.y)
-        self.assertAllClose(datasets.pixel_log_prob(log_p_y, self.y), tf.zeros([200]), atol=1e-8)
-        self.assertAllClose(datasets.bits_per_pixel(log_p_y, self.y), 8 * np.ones(200), atol=1e-12)
+        self.assertAllClose(flows_data.pixel_log_prob(log_p_y, self.y), tf.zeros([200]), atol=1e-8)
+        self.assertAllClose(
+            flows_data.bits_per_pixel(log_p_y, self.y), 8 * np.ones(200), atol=1e-12
+        )
         # In float32 (|log p(y)| ~ 4600 nats): to 1e-5 bits/pixel.
         y32 = tf.cast(self.y, tf.float32)
         log_p_y32 = _uniform_pixel_density(ALPHA, tf.float32).log_prob(y32)
-        self.assertAllClose(datasets.bits_per_pixel(log_p_y32, y32), 8 * np.ones(200), atol=1e-5)
+        self.assertAllClose(flows_data.bits_per_pixel(log_p_y32, y32), 8 * np.ones(200), atol=1e-5)
         # Images as [B, 28, 28, 1]: every axis after the first is the event.
         self.assertAllClose(
-            datasets.bits_per_pixel(log_p_y, tf.reshape(self.y, [-1, 28, 28, 1])),
+            flows_data.bits_per_pixel(log_p_y, tf.reshape(self.y, [-1, 28, 28, 1])),
             8 * np.ones(200),
             atol=1e-12,
         )
@@ -164,16 +167,16 @@ class BitsPerPixelTest(tf.test.TestCase):
         beta = tfd.Independent(tfd.Beta(2.0 * tf.ones([D], tf.float64), 5.0), 1)
         log_p_y = tfd.TransformedDistribution(beta, _to_logit(ALPHA, tf.float64)).log_prob(self.y)
         self.assertAllClose(
-            datasets.pixel_log_prob(log_p_y, self.y), beta.log_prob(self.x), rtol=1e-10
+            flows_data.pixel_log_prob(log_p_y, self.y), beta.log_prob(self.x), rtol=1e-10
         )
         expected_bits = -beta.log_prob(self.x) / (D * np.log(2)) + 8
-        self.assertAllClose(datasets.bits_per_pixel(log_p_y, self.y), expected_bits, rtol=1e-10)
+        self.assertAllClose(flows_data.bits_per_pixel(log_p_y, self.y), expected_bits, rtol=1e-10)
 
     def test_extreme_logits_give_finite_values(self):
         y = tf.constant([[-60.0, 60.0, 0.0]], tf.float32)
-        self.assertTrue(np.isfinite(datasets.logit_log_det_jacobian(y).numpy()).all())
+        self.assertTrue(np.isfinite(flows_data.logit_log_det_jacobian(y).numpy()).all())
         self.assertAllClose(
-            datasets.logit_log_det_jacobian(y),
+            flows_data.logit_log_det_jacobian(y),
             [3 * np.log1p(-2 * ALPHA) + 60 + 60 + 2 * np.log(2)],
             rtol=1e-6,
         )
@@ -184,10 +187,10 @@ class BitsPerPixelTest(tf.test.TestCase):
         # data only through the Jacobian term, so the mean bits/pixel of a constant log p(y) over
         # the test split must match each pair up to the rounding of the bits (0.005) plus the
         # noise of the dequantization draw (~0.003 at 2 standard errors).
-        x = datasets.static_dequantize(_test_images(), (42, 2), self.data_dir)
-        y = datasets.logit_transform(x.reshape(-1, D).astype(np.float64))
+        x = flows_data.static_dequantize(_test_images(), (42, 2), self.data_dir)
+        y = flows_data.logit_transform(x.reshape(-1, D).astype(np.float64))
         for nats, bits in ((-1300.5, 1.89), (-1038.5, 1.41), (-1366.9, 2.01)):
-            mean_bits = float(tf.reduce_mean(datasets.bits_per_pixel(nats, y)))
+            mean_bits = float(tf.reduce_mean(flows_data.bits_per_pixel(nats, y)))
             self.assertAllClose(mean_bits, bits, atol=0.008, msg=f"{nats} nats")
 
 

@@ -1,4 +1,5 @@
-"""Tests for the multi-MNIST section of common/datasets.py (AIR's data, REFERENCES.md 1.5)."""
+"""Tests for air/data.py: multi-MNIST generation, storage and pipelines (Eslami et al. 2016,
+sec. 3.1)."""
 
 import functools
 import os
@@ -10,18 +11,19 @@ import tensorflow as tf
 from absl.testing import parameterized
 from scipy import stats
 
-from common import datasets
+from air import data as multi_mnist
+from common.data import mnist
 
 
 @functools.cache
-def _mnist() -> datasets.Mnist:
-    return datasets.load_mnist(validation_size=0)
+def _mnist() -> mnist.Mnist:
+    return mnist.load_mnist(validation_size=0)
 
 
 @functools.cache
-def _split(num: int = 3000, seed: int = 0) -> datasets.MultiMnistSplit:
+def _split(num: int = 3000, seed: int = 0) -> multi_mnist.MultiMnistSplit:
     mnist = _mnist()
-    return datasets.generate_multi_mnist(mnist.train.images, mnist.train.labels, num, seed)
+    return multi_mnist.generate_multi_mnist(mnist.train.images, mnist.train.labels, num, seed)
 
 
 def _tight_box(image: np.ndarray) -> tuple[int, int, int, int]:
@@ -78,7 +80,7 @@ class GenerateTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_same_seed_same_data_other_seed_other_data(self):
         mnist = _mnist()
-        make = lambda seed: datasets.generate_multi_mnist(
+        make = lambda seed: multi_mnist.generate_multi_mnist(
             mnist.train.images[:500], mnist.train.labels[:500], 200, seed
         )
         a, b, c = make(3), make(3), make(4)
@@ -88,7 +90,7 @@ class GenerateTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_digit_scale_shrinks_digits(self):
         mnist = _mnist()
-        small = datasets.generate_multi_mnist(
+        small = multi_mnist.generate_multi_mnist(
             mnist.train.images[:2000], mnist.train.labels[:2000], 500, 0, digit_scale=0.75
         )
         heights = (small.boxes[..., 2] - small.boxes[..., 0])[small.labels >= 0]
@@ -97,7 +99,7 @@ class GenerateTest(tf.test.TestCase, parameterized.TestCase):
 
     def test_larger_canvas_and_more_digits(self):
         mnist = _mnist()
-        split = datasets.generate_multi_mnist(
+        split = multi_mnist.generate_multi_mnist(
             mnist.train.images[:300], mnist.train.labels[:300], 100, 0, canvas_size=64, max_digits=4
         )
         self.assertEqual(split.images.shape, (100, 64, 64))
@@ -114,7 +116,9 @@ class GenerateTest(tf.test.TestCase, parameterized.TestCase):
         args = dict(num_images=5, seed=0)
         args.update(kwargs)
         with self.assertRaises(ValueError):
-            datasets.generate_multi_mnist(mnist.train.images[:50], mnist.train.labels[:50], **args)
+            multi_mnist.generate_multi_mnist(
+                mnist.train.images[:50], mnist.train.labels[:50], **args
+            )
 
 
 class LoadTest(tf.test.TestCase):
@@ -124,21 +128,21 @@ class LoadTest(tf.test.TestCase):
         self.kwargs = dict(num_train=400, num_test=100, seed=5, cache_dir=self.cache)
 
     def test_generated_once_then_read_from_disk(self):
-        first = datasets.load_multi_mnist(**self.kwargs)
+        first = multi_mnist.load_multi_mnist(**self.kwargs)
         files = os.listdir(self.cache)
         self.assertLen(files, 1)
         self.assertRegex(files[0], r"^multi_mnist_[0-9a-f]{16}\.npz$")
-        with mock.patch.object(datasets, "generate_multi_mnist", side_effect=AssertionError):
-            second = datasets.load_multi_mnist(**self.kwargs)
+        with mock.patch.object(multi_mnist, "generate_multi_mnist", side_effect=AssertionError):
+            second = multi_mnist.load_multi_mnist(**self.kwargs)
         for a, b in zip(first, second, strict=True):
             for x, y in zip(a, b, strict=True):
                 self.assertAllEqual(x, y)
         # Other parameters are another file.
-        datasets.load_multi_mnist(**{**self.kwargs, "seed": 6})
+        multi_mnist.load_multi_mnist(**{**self.kwargs, "seed": 6})
         self.assertLen(os.listdir(self.cache), 2)
 
     def test_train_uses_train_digits_and_test_uses_test_digits(self):
-        data = datasets.load_multi_mnist(**self.kwargs)
+        data = multi_mnist.load_multi_mnist(**self.kwargs)
         mnist = _mnist()
         self.assertEqual(data.train.images.shape, (400, 50, 50))
         self.assertEqual(data.test.images.shape, (100, 50, 50))
@@ -154,25 +158,25 @@ class LoadTest(tf.test.TestCase):
         self.assertAllEqual(data.test.images[i, top:bottom, left:right], digit[st:sb, sl:sr])
 
     def test_corrupt_file_raises_and_is_kept(self):
-        datasets.load_multi_mnist(**self.kwargs)
+        multi_mnist.load_multi_mnist(**self.kwargs)
         (name,) = os.listdir(self.cache)
         path = os.path.join(self.cache, name)
         with open(path, "wb") as f:
             f.write(b"not an npz")
-        with self.assertRaisesRegex(datasets.DataError, "delete it"):
-            datasets.load_multi_mnist(**self.kwargs)
+        with self.assertRaisesRegex(mnist.DataError, "delete it"):
+            multi_mnist.load_multi_mnist(**self.kwargs)
         with open(path, "rb") as f:
             self.assertEqual(f.read(), b"not an npz")
 
     def test_pipelines(self):
-        data = datasets.load_multi_mnist(**self.kwargs)
-        ds = datasets.multi_mnist_train_dataset(data.train, 8, seed=1)
+        data = multi_mnist.load_multi_mnist(**self.kwargs)
+        ds = multi_mnist.multi_mnist_train_dataset(data.train, 8, seed=1)
         batches = [b for _, b in zip(range(3), ds, strict=False)]
         self.assertEqual(batches[0]["image"].shape, (8, 50, 50, 1))
         self.assertEqual(batches[0]["image"].dtype, tf.float32)
         self.assertBetween(float(tf.reduce_max(batches[0]["image"])), 0.5, 1.0)
         # Step-indexed: resuming at step 2 yields the third batch.
-        resumed = next(iter(datasets.multi_mnist_train_dataset(data.train, 8, 1, start_step=2)))
+        resumed = next(iter(multi_mnist.multi_mnist_train_dataset(data.train, 8, 1, start_step=2)))
         self.assertAllEqual(resumed["image"], batches[2]["image"])
         self.assertAllEqual(resumed["count"], batches[2]["count"])
         # The counts travel with their images.
@@ -180,7 +184,7 @@ class LoadTest(tf.test.TestCase):
         for x, count in zip(batches[1]["image"].numpy(), batches[1]["count"].numpy(), strict=True):
             (row,) = np.nonzero(np.all(images == np.round(x[..., 0] * 255).reshape(1, -1), 1))[:1]
             self.assertIn(count, data.train.counts[row])
-        evaluation = list(datasets.multi_mnist_eval_dataset(data.test, 30))
+        evaluation = list(multi_mnist.multi_mnist_eval_dataset(data.test, 30))
         self.assertEqual([len(b["count"]) for b in evaluation], [30, 30, 30, 10])
         self.assertAllEqual(np.concatenate([b["count"] for b in evaluation]), data.test.counts)
 

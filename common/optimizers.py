@@ -1,0 +1,49 @@
+"""The optimizer factory every package uses: tf_keras Adam or RMSProp from a config block.
+
+tf_keras optimizers, not Sonnet's: Sonnet 2 optimizers refuse every `tf.distribute` strategy but
+its own replicators, so they cannot run under `MultiWorkerMirroredStrategy`
+(`--config.strategy=multi_worker`). XLA compilation of the update is left to the training loop
+(`jit_compile=False` here).
+"""
+
+from __future__ import annotations
+
+import ml_collections
+import tf_keras
+
+OPTIMIZERS = ("adam", "rmsprop")
+
+
+def make_optimizer(
+    opt: ml_collections.ConfigDict, learning_rate=None
+) -> tf_keras.optimizers.Optimizer:
+    """The optimizer of a config's `optimizer` block.
+
+    Fields read: `name` (`adam` when absent, or `rmsprop`), `learning_rate` (unless
+    `learning_rate` is given: a float or a `tf_keras` schedule), `epsilon`; for Adam `beta_1`
+    and `beta_2` (Keras' defaults 0.9 / 0.999 when absent); for RMSProp `rho`, `momentum` and
+    `centered`.
+
+    Raises:
+      ValueError: an unknown `name`.
+    """
+    name = opt.get("name", "adam")
+    lr = opt.learning_rate if learning_rate is None else learning_rate
+    if name == "adam":
+        return tf_keras.optimizers.Adam(
+            lr,
+            beta_1=opt.get("beta_1", 0.9),
+            beta_2=opt.get("beta_2", 0.999),
+            epsilon=opt.epsilon,
+            jit_compile=False,
+        )
+    if name == "rmsprop":
+        return tf_keras.optimizers.RMSprop(
+            lr,
+            rho=opt.rho,
+            momentum=opt.momentum,
+            epsilon=opt.epsilon,
+            centered=opt.centered,
+            jit_compile=False,
+        )
+    raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}.")
