@@ -32,9 +32,10 @@ from common.data.transforms import fingerprint
 # the test set is held out at the digit level. Generation is a pure function of the parameters,
 # the seed and the MNIST digits; the result is stored once as an npz keyed by all of them.
 
-MULTI_MNIST_VERSION = 1  # Part of the stored file's key: bump when the generator changes.
+MULTI_MNIST_VERSION = 2  # Part of the stored file's key: bump when the generator changes.
+# Version 2: a validation split from held-out MNIST training digits (version 1 had none).
 MULTI_MNIST_MAX_TRIES = 5  # Placements tried per digit before the image is redrawn (KAIR).
-MULTI_MNIST_SPLITS = ("train", "test")
+MULTI_MNIST_SPLITS = ("train", "validation", "test")
 _MULTI_MNIST_FIELDS = ("images", "counts", "boxes", "labels", "digit_index")
 
 
@@ -48,7 +49,8 @@ class MultiMnistSplit(NamedTuple):
       boxes: int32 `[N, D, 4]` tight boxes `(top, left, bottom, right)` in pixels (bottom/right
         exclusive) of the digits in placement order; rows `>= counts` are all zero.
       labels: int64 `[N, D]` digit classes; -1 for absent digits.
-      digit_index: int64 `[N, D]` index of each digit in its MNIST split; -1 for absent digits.
+      digit_index: int64 `[N, D]` index of each digit in its source digits (see
+        `load_multi_mnist`); -1 for absent digits.
     """
 
     images: np.ndarray
@@ -59,9 +61,11 @@ class MultiMnistSplit(NamedTuple):
 
 
 class MultiMnist(NamedTuple):
-    """Multi-MNIST `train` (from MNIST train digits) and `test` (from MNIST test digits)."""
+    """Multi-MNIST `train` and `validation` (from disjoint sets of MNIST training digits) and
+    `test` (from MNIST test digits)."""
 
     train: MultiMnistSplit
+    validation: MultiMnistSplit
     test: MultiMnistSplit
 
 
@@ -218,7 +222,8 @@ def _read_multi_mnist(path: str, params: dict) -> MultiMnist:
             f"Stored multi-MNIST {path} was made with {stored}, not {params}; delete it to "
             "regenerate."
         )
-    for split, expected in (("train", params["num_train"]), ("test", params["num_test"])):
+    for split in MULTI_MNIST_SPLITS:
+        expected = params[f"num_{split}"]
         data = splits[split]
         size = params["canvas_size"]
         if data.images.shape != (expected, size, size) or len(data.counts) != expected:
@@ -239,14 +244,20 @@ def load_multi_mnist(
     num_test: int = 10_000,
     seed: int = 0,
     cache_dir: str | None = None,
+    num_validation: int = 1_000,
+    validation_digits: int = 5_000,
 ) -> MultiMnist:
     """The multi-MNIST data set of AIR, generated once and then read from disk.
 
-    The first call generates both splits with `generate_multi_mnist` (train from the 60,000
-    MNIST train digits with seed `[seed, 0]`, test from the 10,000 test digits with seed
-    `[seed, 1]`) and stores them atomically as `<cache_dir>/multi_mnist_<key>.npz`, the key a
+    The first call generates the three splits with `generate_multi_mnist` and stores them
+    atomically as `<cache_dir>/multi_mnist_<key>.npz`, the key a
     hash of every parameter, `MULTI_MNIST_VERSION` and fingerprints of the source digits; later
-    calls (and runs) read the stored file.
+    calls (and runs) read the stored file. Sources of the digits (`digit_index` indexes them):
+
+    - train, seed `[seed, 0]`: the first `60,000 - validation_digits` MNIST training digits;
+    - validation, seed `[seed, 2]`: the last `validation_digits` MNIST training digits, which no
+      training image uses (hyperparameters and early stopping look only at this split);
+    - test, seed `[seed, 1]`: the 10,000 MNIST test digits (touched only for reported figures).
 
     Args:
       data_dir: root data directory of MNIST (see `load_mnist`).
@@ -254,20 +265,27 @@ def load_multi_mnist(
       canvas_size, max_digits, digit_scale: see `generate_multi_mnist` (defaults: Eslami et al.
         and KAIR: 50 px, 0-2 digits, full-size digits).
       num_train, num_test: numbers of images (KAIR: 60,000 and 10,000).
+      num_validation: number of validation images.
+      validation_digits: MNIST training digits held out for the validation images.
       seed: generation seed.
       cache_dir: where the npz lives; default `<data_dir>/multi_mnist`. If it is not writable
         the data are generated but not stored (with a warning).
 
     Returns:
-      `MultiMnist(train, test)`.
+      `MultiMnist(train, validation, test)`.
 
     Raises:
       ValueError: bad parameters.
       DataError: MNIST cannot be loaded, or a stored file is unreadable or inconsistent (it is
         left untouched).
     """
-    if num_train < 1 or num_test < 1:
-        raise ValueError(f"num_train and num_test must be >= 1; got {num_train}, {num_test}.")
+    if min(num_train, num_validation, num_test) < 1:
+        raise ValueError(
+            "num_train, num_validation and num_test must be >= 1; got "
+            f"{num_train}, {num_validation}, {num_test}."
+        )
+    if not 1 <= validation_digits < 60_000:
+        raise ValueError(f"validation_digits must be in [1, 60000), got {validation_digits}.")
     params = dict(
         version=MULTI_MNIST_VERSION,
         canvas_size=int(canvas_size),
@@ -276,9 +294,13 @@ def load_multi_mnist(
         num_train=int(num_train),
         num_test=int(num_test),
         seed=int(seed),
+        num_validation=int(num_validation),
+        validation_digits=int(validation_digits),
     )
-    mnist = load_mnist(data_dir, source, validation_size=0)
-    sources = {"train": mnist.train, "test": mnist.test}
+    mnist = load_mnist(data_dir, source, validation_size=validation_digits)
+    sources = {"train": mnist.train, "validation": mnist.validation, "test": mnist.test}
+    nums = {"train": num_train, "validation": num_validation, "test": num_test}
+    seed_streams = {"train": 0, "test": 1, "validation": 2}  # train and test as in version 1
     fingerprints = {
         name: fingerprint(split.images) + fingerprint(split.labels)
         for name, split in sources.items()
@@ -292,13 +314,13 @@ def load_multi_mnist(
         name: generate_multi_mnist(
             sources[name].images,
             sources[name].labels,
-            num,
-            seed=(int(seed), index),
+            nums[name],
+            seed=(int(seed), seed_streams[name]),
             canvas_size=canvas_size,
             max_digits=max_digits,
             digit_scale=digit_scale,
         )
-        for index, (name, num) in enumerate((("train", num_train), ("test", num_test)))
+        for name in MULTI_MNIST_SPLITS
     }
     arrays = {
         f"{split}_{field}": getattr(data, field)
@@ -363,6 +385,8 @@ def load_from_config(config: ml_collections.ConfigDict) -> MultiMnist:
         num_train=d.num_train,
         num_test=d.num_test,
         seed=d.seed,
+        num_validation=d.num_validation,
+        validation_digits=d.validation_digits,
     )
 
 

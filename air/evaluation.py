@@ -160,11 +160,13 @@ def gradient_variance(
 
 
 def evaluate_run(run_dir: str, checkpoint_path: str | None = None) -> dict[str, Any]:
-    """Evaluates a run on the held-out multi-MNIST test split.
+    """Evaluates a run on the held-out multi-MNIST test split (and its validation split).
 
     Writes `metrics.json` (count accuracy, confusion matrix, ELBO, IWAE-k
-    bound, KL terms, mean number of steps, gradient variance) and TensorBoard
-    scalars and images (confusion matrix, glimpse boxes) under `run_dir/test`.
+    bound, KL terms, mean number of steps, gradient variance on test images;
+    `validation_count_accuracy[_mode]` on the validation images, made of
+    held-out training digits) and TensorBoard scalars and images (confusion
+    matrix, glimpse boxes) under `run_dir/test`.
 
     Raises:
       common.experiment.RunError: bad run folder or checkpoint.
@@ -184,6 +186,10 @@ def evaluate_run(run_dir: str, checkpoint_path: str | None = None) -> dict[str, 
     evaluator = Evaluator(learner, config)
     seed = tf.constant([config.seed, 10_000], tf.int32)
     metrics: dict[str, Any] = {"step": restored.step, "checkpoint": restored.checkpoint_path}
+    validation = multi_mnist.multi_mnist_eval_dataset(data.validation, config.eval.batch_size)
+    on_validation = evaluator(validation, seed, step_prob)
+    metrics["validation_count_accuracy"] = on_validation["count_accuracy"]
+    metrics["validation_count_accuracy_mode"] = on_validation["count_accuracy_mode"]
     metrics.update(evaluator(dataset, seed, step_prob))
     confusion = metrics["confusion_matrix"]
     metrics["confusion_matrix"] = confusion.tolist()
@@ -216,6 +222,8 @@ def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
         f"{metrics['num_images']} images):",
         f"  count accuracy: {metrics['count_accuracy']:.4f} (sampled n), "
         f"{metrics['count_accuracy_mode']:.4f} (mode)",
+        f"  validation count accuracy: {metrics['validation_count_accuracy']:.4f} (sampled n), "
+        f"{metrics['validation_count_accuracy_mode']:.4f} (mode), held-out training digits",
         "  confusion matrix (rows: true count 0.., columns: inferred count 0..):",
     ]
     lines += [f"    {row}" for row in metrics["confusion_matrix"]]

@@ -107,8 +107,10 @@ def build_air(config: ml_collections.ConfigDict) -> model.AIR:
         std_init=m.where_std_init,
         min_scale=m.min_where_scale,
         scale_init=m.where_scale_prior_mean or None,
+        num_scales=m.get("where_scales", 2),
         name="where",
     )
+    n = where_head.num_scales
     scale_loc = where_head.scale_code(m.where_scale_prior_mean) if m.where_scale_prior_mean else 0.0
     return model.AIR(
         input_encoder=modules.InputEncoder(m.input_encoder_hidden, name="input_encoder"),
@@ -133,8 +135,8 @@ def build_air(config: ml_collections.ConfigDict) -> model.AIR:
         likelihood=m.likelihood,
         output_std=m.output_std,
         normalized_prior=config.prior.normalized,
-        where_prior_loc=[scale_loc, scale_loc, 0.0, 0.0],
-        where_prior_std=[m.where_scale_prior_std, m.where_scale_prior_std, 1.0, 1.0],
+        where_prior_loc=[scale_loc] * n + [0.0, 0.0],
+        where_prior_std=[m.where_scale_prior_std] * n + [1.0, 1.0],
     )
 
 
@@ -190,7 +192,8 @@ class AIRTask:
         )
 
     def validation_dataset(self) -> tf.data.Dataset | None:
-        split = multi_mnist.prefix(self.data.test, self.config.eval.num_validation_images)
+        # Validation images are made of held-out MNIST training digits: never the test split.
+        split = multi_mnist.prefix(self.data.validation, self.config.eval.num_validation_images)
         return multi_mnist.multi_mnist_eval_dataset(split, self.config.eval.batch_size)
 
     # -- training ----------------------------------------------------------------------------

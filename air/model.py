@@ -188,7 +188,8 @@ class AIR(snt.Module):
           output_std: sigma of the Gaussian likelihood (KAIR 0.3).
           normalized_prior: see `num_steps_prior_log_probs`.
           where_prior_loc, where_prior_std: the diagonal Gaussian prior on the
-            where code `u = (u_sx, u_sy, u_tx, u_ty)` (KAIR: N(0, 1)). A
+            where code `u = (u_sx, u_sy, u_tx, u_ty)` (KAIR: N(0, 1)), or
+            `(u_s, u_tx, u_ty)` with a one-scale where head (paper). A
             tight prior on the scale codes around the object size is PYRO's
             "scale prior sd 0.2" (REFERENCES.md 5.8).
 
@@ -211,8 +212,12 @@ class AIR(snt.Module):
         self.normalized_prior = bool(normalized_prior)
         self.where_prior_loc = [float(v) for v in where_prior_loc]
         self.where_prior_std = [float(v) for v in where_prior_std]
-        if len(self.where_prior_loc) != 4 or len(self.where_prior_std) != 4:
-            raise ValueError("`where_prior_loc` and `where_prior_std` need 4 values each.")
+        code_size = getattr(where_head, "code_size", 4)
+        if len(self.where_prior_loc) != code_size or len(self.where_prior_std) != code_size:
+            raise ValueError(
+                f"`where_prior_loc` and `where_prior_std` need {code_size} values each (one per "
+                "where code of the where head)."
+            )
         if min(self.where_prior_std) <= 0:
             raise ValueError(f"`where_prior_std` must be > 0; got {where_prior_std}.")
         self.glimpse_shape = glimpse_decoder.glimpse_shape

@@ -101,6 +101,7 @@ class WhereHead(snt.Module):
         std_init: float = 0.1,
         min_scale: float = 0.1,
         scale_init: float | None = None,
+        num_scales: int = 2,
         name: str | None = None,
     ):
         """Args:
@@ -110,24 +111,33 @@ class WhereHead(snt.Module):
           scale_init: initial window half-extent (the bias of `u_s` is set to
             `scale_code(scale_init)`); None: `u_s` starts at 0, i.e.
             `(1 + min_scale) / 2`.
+          num_scales: 2: separate x / y scales, codes `u = (u_sx, u_sy, u_tx,
+            u_ty)` (KAIR); 1: one scale for both axes, `u = (u_s, u_tx, u_ty)`
+            (Eslami et al. 2016, sec. 3.1: "scale and translation").
 
         Raises:
-          ValueError: bad sizes, `std_init <= 0`, `min_scale` outside [0, 1) or
-            `scale_init` outside (min_scale, 1).
+          ValueError: bad sizes, `std_init <= 0`, `min_scale` outside [0, 1),
+            `scale_init` outside (min_scale, 1) or `num_scales` not 1 or 2.
         """
         super().__init__(name=name)
         if std_init <= 0:
             raise ValueError(f"`std_init` must be > 0; got {std_init}.")
         if not 0.0 <= min_scale < 1.0:
             raise ValueError(f"`min_scale` must be in [0, 1); got {min_scale}.")
+        if num_scales not in (1, 2):
+            raise ValueError(f"`num_scales` must be 1 or 2; got {num_scales}.")
         self.std_init = std_init
         self.min_scale = min_scale
-        loc_bias = [0.0] * 4
+        self.num_scales = num_scales
+        self.code_size = num_scales + 2
+        loc_bias = [0.0] * self.code_size
         if scale_init is not None:
-            loc_bias[:2] = [self.scale_code(scale_init)] * 2
+            loc_bias[:num_scales] = [self.scale_code(scale_init)] * num_scales
         self._mlp = mlp(_check_sizes(hidden_sizes, "hidden_sizes"), "mlp")
-        self._loc = snt.Linear(4, b_init=ArrayInitializer(loc_bias), name="loc")
-        self._std = snt.Linear(4, b_init=snt.initializers.Constant(_softplus_inverse(std_init)))
+        self._loc = snt.Linear(self.code_size, b_init=ArrayInitializer(loc_bias), name="loc")
+        self._std = snt.Linear(
+            self.code_size, b_init=snt.initializers.Constant(_softplus_inverse(std_init))
+        )
 
     def scale_code(self, scale: float) -> float:
         """The code `u_s` whose squashed window half-extent is `scale`.
@@ -141,15 +151,19 @@ class WhereHead(snt.Module):
         return math.log(p) - math.log1p(-p)
 
     def __call__(self, hidden: tf.Tensor) -> tfd.Distribution:
-        """`[B, L]` -> `Independent(Normal)` over `[B, 4]` codes `u`."""
+        """`[B, L]` -> `Independent(Normal)` over `[B, code_size]` codes `u`."""
         x = self._mlp(hidden)
         std = tf.nn.softplus(self._std(x)) + MIN_STD
         return tfd.Independent(tfd.Normal(self._loc(x), std), reinterpreted_batch_ndims=1)
 
     def squash(self, u: tf.Tensor) -> tf.Tensor:
-        """`[..., 4]` code -> `[..., 4]` `z_where = (s_x, s_y, t_x, t_y)`."""
-        scale = self.min_scale + (1.0 - self.min_scale) * tf.sigmoid(u[..., :2])
-        return tf.concat([scale, tf.tanh(u[..., 2:])], axis=-1)
+        """`[..., code_size]` code -> `[..., 4]` `z_where = (s_x, s_y, t_x, t_y)` (with one
+        scale, `s_x = s_y = s`)."""
+        n = self.num_scales
+        scale = self.min_scale + (1.0 - self.min_scale) * tf.sigmoid(u[..., :n])
+        if n == 1:
+            scale = tf.concat([scale, scale], axis=-1)
+        return tf.concat([scale, tf.tanh(u[..., n:])], axis=-1)
 
 
 class PresenceHead(snt.Module):

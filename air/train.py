@@ -1,7 +1,7 @@
 r"""Trains Attend, Infer, Repeat on 50x50 multi-MNIST.
 
   python -m air.train --config=air/configs/air.py:cpu
-  python -m air.train --config=air/configs/air.py:paper --config.seed=1
+  python -m air.train --config=air/configs/air.py:reference --config.seed=1
   python -m air.train --config=air/configs/air.py:vimco
   python -m air.train --config=air/configs/air.py:cpu --resume   # continue the newest run
 
@@ -21,7 +21,7 @@ from common import cli, training
 _CONFIG = config_flags.DEFINE_config_file(
     "config",
     "air/configs/air.py:cpu",
-    "Config file and variant (paper, vimco, cpu, smoke), e.g. air/configs/air.py:paper. "
+    "Config file and variant (paper, vimco, cpu, smoke), e.g. air/configs/air.py:reference. "
     "Override any field with --config.<field>=<value>, e.g. --config.objective.centering=False.",
     lock_config=True,
 )

@@ -4,7 +4,7 @@ One step = `air.objective.compute_losses` on a batch (the model loss with its
 score-function surrogate, and the baseline loss when there is a baseline),
 gradients of each loss w.r.t. its parameter group, and an RMSProp update per
 group (as in `common.training`), with the model of the chosen config variant
-(default `paper`: LSTM 256, MLPs 2x256, 3 steps, 20x20 glimpses). Estimators:
+(default `reference`: LSTM 256, MLPs 2x256, 3 steps, 20x20 glimpses). Estimators:
 
   reinforce  ELBO + REINFORCE with the neural baseline and centring (K = 1)
   nvil       as reinforce, plus NVIL variance normalization
@@ -40,7 +40,7 @@ _MODES = flags.DEFINE_list(
     "Execution modes: eager, function (tf.function), xla (tf.function(jit_compile=True)).",
 )
 _VARIANT = flags.DEFINE_enum(
-    "variant", "paper", list(air_configs.VARIANTS), "Config variant whose model is timed."
+    "variant", "reference", list(air_configs.VARIANTS), "Config variant whose model is timed."
 )
 _BATCH = flags.DEFINE_integer("batch_size", 64, "Batch size B (the reference uses 64).")
 _VIMCO_PARTICLES = flags.DEFINE_integer("vimco_particles", 5, "K for vimco (KAIR iwae_naive: 5).")

@@ -125,7 +125,9 @@ class LoadTest(tf.test.TestCase):
     def setUp(self):
         super().setUp()
         self.cache = tempfile.mkdtemp()
-        self.kwargs = dict(num_train=400, num_test=100, seed=5, cache_dir=self.cache)
+        self.kwargs = dict(
+            num_train=400, num_test=100, num_validation=50, seed=5, cache_dir=self.cache
+        )
 
     def test_generated_once_then_read_from_disk(self):
         first = multi_mnist.load_multi_mnist(**self.kwargs)
@@ -140,6 +142,32 @@ class LoadTest(tf.test.TestCase):
         # Other parameters are another file.
         multi_mnist.load_multi_mnist(**{**self.kwargs, "seed": 6})
         self.assertLen(os.listdir(self.cache), 2)
+
+    def test_validation_uses_held_out_training_digits_only(self):
+        data = multi_mnist.load_multi_mnist(**self.kwargs, validation_digits=3000)
+        held_out = mnist.load_mnist(validation_size=3000)
+        self.assertEqual(data.validation.images.shape, (50, 50, 50))
+        # Training images use only the first 57,000 training digits.
+        self.assertLess(data.train.digit_index.max(), 57_000)
+        # Validation digits are the last 3,000: labels and pixels match that tail.
+        present = data.validation.digit_index >= 0
+        self.assertLess(data.validation.digit_index.max(), 3000)
+        self.assertAllEqual(
+            data.validation.labels[present],
+            held_out.validation.labels[data.validation.digit_index[present]],
+        )
+        for i in np.nonzero(data.validation.counts > 0)[0][:20]:
+            top, left, bottom, right = data.validation.boxes[i, 0]
+            digit = held_out.validation.images[data.validation.digit_index[i, 0]]
+            st, sl, sb, sr = _tight_box(digit)
+            self.assertAllEqual(
+                data.validation.images[i, top:bottom, left:right], digit[st:sb, sl:sr]
+            )
+        # No validation image equals a test image.
+        test_rows = {row.tobytes() for row in data.test.images}
+        self.assertFalse(
+            any(v.tobytes() in test_rows for v in data.validation.images[present.any(1)])
+        )
 
     def test_train_uses_train_digits_and_test_uses_test_digits(self):
         data = multi_mnist.load_multi_mnist(**self.kwargs)

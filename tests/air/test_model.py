@@ -193,7 +193,7 @@ class PriorTest(tf.test.TestCase):
         self.assertAllClose(near_one, np.full([N + 1], np.log(1e-15)), rtol=1e-3)
 
     def test_schedule(self):
-        prior = air_configs.get_config("paper").prior
+        prior = air_configs.get_config("reference").prior
         s = lambda step: float(objective.prior_step_prob(prior, step))
         self.assertEqual(s(0), prior.initial)
         self.assertEqual(s(prior.hold_steps), prior.initial)
@@ -233,6 +233,29 @@ class ModulesTest(tf.test.TestCase):
             self.assertAllClose(code[0, 0], scale)
         with self.assertRaisesRegex(ValueError, "scale"):
             where.scale_code(0.05)
+
+    def test_one_scale_where_head_is_the_papers_three_dimensional_z_where(self):
+        where = modules.WhereHead([8], num_scales=1, scale_init=0.5)
+        dist = where(tf.zeros([2, 5]))
+        self.assertEqual(dist.event_shape, [3])
+        u = tf.constant([[0.3, 2.0, -1.0], [-0.7, 0.0, 0.5]])
+        z = where.squash(u).numpy()
+        s = 0.1 + 0.9 / (1 + np.exp(-u.numpy()[:, 0]))
+        self.assertAllClose(z, np.stack([s, s, np.tanh([2.0, 0.0]), np.tanh([-1.0, 0.5])], 1))
+        # The initial mean window has the configured scale on both axes.
+        self.assertAllClose(where.squash(dist.mean())[:, :2], 0.5 * np.ones([2, 2]), atol=0.05)
+        with self.assertRaisesRegex(ValueError, "num_scales"):
+            modules.WhereHead([8], num_scales=3)
+
+    def test_air_with_one_scale_trains_a_step(self):
+        config = air_configs.get_config("smoke")
+        config.model.where_scales = 1
+        learner = experiment.build_model(config)
+        images = tf.random.stateless_uniform([4, 50, 50, 1], seed=[1, 2])
+        out = learner.air(images, tf.constant([0, 1]), 0.5)
+        self.assertEqual(out.z_where.shape, [4, 3, 4])
+        self.assertAllEqual(out.z_where[..., 0], out.z_where[..., 1])  # s_x = s_y
+        self.assertTrue(np.all(np.isfinite(out.kl_where.numpy())))
 
     def test_baseline_ignores_gradients_of_latents(self):
         baseline = modules.Baseline([8])
