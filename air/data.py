@@ -21,7 +21,7 @@ from common.data.pipelines import eval_dataset, train_dataset
 from common.data.transforms import fingerprint
 
 # ------------------------------------------------------------------------------------------------
-# Multi-MNIST (Attend, Infer, Repeat; Eslami et al. 2016, sec. 3.1; REFERENCES.md 1.5).
+# Multi-MNIST (Attend, Infer, Repeat; Eslami et al. 2016, sec. 3.1).
 #
 # Each image is a `canvas_size` x `canvas_size` canvas holding 0..`max_digits` MNIST digits (the
 # count uniform), each cropped to its tight bounding box (KAIR; optionally resized first, PYRO

@@ -8,7 +8,7 @@ Objectives (config `objective`), all per example and minimized:
 - `estimator=reinforce, bound=elbo` (paper, KAIR): `-ELBO` with analytic KL
   terms (`air.model`) plus the score-function surrogate for `n` whose cost is
   the reconstruction NLL of the sampled `n` (the only term that depends on
-  the sample; REFERENCES.md 5.6), minus the neural baseline and NVIL's running
+  the sample; the reference code's `air_model.py`), minus the neural baseline and NVIL's running
   mean (`objective.centering`), optionally divided by NVIL's running standard
   deviation (`objective.nvil_normalization`; off by default, see
   `air.estimators.NVILNormalizer`). With K > 1 particles the K estimates are averaged.

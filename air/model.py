@@ -11,7 +11,7 @@ and parametrizes the presence probability `p_t = sigmoid(f(h_t))` and
 `q(z_what_t | crop)`, and the glimpse decoder's output is written back with
 the inverse warp. The count follows `NumStepsDistribution(p_1..p_N)` (the
 first `b_t = 0` ends the sequence) and the canvas is additive (paper sec. 2.1
-and App. A; reference code KAIR, REFERENCES.md 5.1-5.5):
+and appendix; reference code akosiorek/attend_infer_repeat, `air_model.py`):
 
     canvas = sum_t z_pres_t write(decoder(z_what_t), z_where_t),
     p(x | z, n) = prod_pixels Normal(x; canvas, sigma)  (or Bernoulli(canvas)).
@@ -27,7 +27,7 @@ Because all `N` steps' codes are sampled whatever `n` is, and `p_t` depends on
     E_q[log q(n, z) / p(n, z)] = E_z[ KL(q(n | z) || p(n))
                                       + sum_t P(n >= t | z) (KL_what_t + KL_where_t) ],
 
-with every KL analytic and `P(n >= t | z) = prod_{i<=t} p_i` (REFERENCES.md 5.5:
+with every KL analytic and `P(n >= t | z) = prod_{i<=t} p_i` (the reference code's `air_model.py`:
 KAIR's analytic weighting, exact here). Only the reconstruction term needs
 `n`'s score function (`air.estimators`). The Monte-Carlo log weight
 `log p(x, z, n) - log q(z, n | x)` (unused steps cancel) feeds
@@ -113,7 +113,7 @@ def num_steps_prior_log_probs(step_prob, num_steps: int, normalized: bool = True
 
     `normalized=True`: `p(k) = s^k (1 - s)` for `k < N` and `p(N) = s^N`
     (`air.truncated_geometric_prior`). `normalized=False`: KAIR's unnormalized
-    `(1 - s) s^k` for every `k <= N` (REFERENCES.md 5.4): with `s ~ 1` it is
+    `(1 - s) s^k` for every `k <= N` (the reference code's `prior.py`): with `s ~ 1` it is
     flat at `1 - s`, so its "KL" is `-H(q) - log(1 - s)` and rewards entropy,
     whereas the normalized prior at `s ~ 1` puts its mass on `n = N`.
     `s` is clipped to `PRIOR_STEP_PROB_RANGE`; each extra step costs
@@ -191,7 +191,7 @@ class AIR(snt.Module):
             where code `u = (u_sx, u_sy, u_tx, u_ty)` (KAIR: N(0, 1)), or
             `(u_s, u_tx, u_ty)` with a one-scale where head (paper). A
             tight prior on the scale codes around the object size is PYRO's
-            "scale prior sd 0.2" (REFERENCES.md 5.8).
+            "scale prior sd 0.2" (Pyro AIR tutorial).
 
         Raises:
           ValueError: for bad hyperparameters.

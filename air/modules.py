@@ -6,12 +6,12 @@ presence and where heads applied to the LSTM output, the glimpse encoder
 score-function estimator. `air.model.AIR` receives them as constructor
 arguments; `air.experiment.build_model` wires them from a config.
 
-Sizes follow the reference code (KAIR `scripts/multi_mnist.py`; REFERENCES.md
-5.1): MLPs 2x256 ELU, presence MLP [128, 64], baseline [256, 128]; Sonnet's
+Sizes follow the reference code (KAIR `scripts/multi_mnist.py`):
+MLPs 2x256 ELU, presence MLP [128, 64], baseline [256, 128]; Sonnet's
 default truncated-normal initialization.
 
 The initializations that keep training away from the known collapses
-(REFERENCES.md 5.8) are arguments here, each documented where it acts:
+(Kosiorek's AIR blog post, K-AIR) are arguments here, each documented where it acts:
 `GlimpseDecoder(output_bias)`, `WhereHead(std_init)`, `PresenceHead(bias_init)`.
 
 Symbols: B batch, D size of `z_what`, h/w glimpse height/width.
@@ -80,14 +80,14 @@ class WhereHead(snt.Module):
     The prior is `N(0, I)` on `u` (`air.model`).
 
     Deviation from the reference (KAIR puts the Gaussian on the squashed
-    values, REFERENCES.md 5.2): sampling after the squash means every sampled
-    window has a positive scale and lies inside the canvas, so large where
-    noise can no longer produce flipped or near-zero windows whose inverse
-    warp `1/s` explodes (the NaN/huge-write failure KAIR's iwae_naive branch
-    patched with `min_glimpse_size`).
+    values, `NormalWithSoftplusScale` in its `modules.py`): sampling after
+    the squash means every sampled window has a positive scale and lies inside
+    the canvas, so large where noise can no longer produce flipped or
+    near-zero windows whose inverse warp `1/s` explodes (the NaN/huge-write
+    failure KAIR's iwae_naive branch patched with `min_glimpse_size`).
 
-    `std_init` prevents the *large initial where-variance* collapse (K-AIR,
-    REFERENCES.md 5.8): with KAIR's `transform_var_bias` 0.5 the initial
+    `std_init` prevents the *large initial where-variance* collapse (K-AIR):
+    with KAIR's `transform_var_bias` 0.5 the initial
     standard deviation is ~0.97, so early windows are random, reconstructions
     from them are worse than drawing nothing, and the presence probabilities
     are driven to 0 before the where head can learn. The output bias of the
@@ -174,7 +174,7 @@ class PresenceHead(snt.Module):
     not depend on `z_t` and the analytic per-step KL weighting is exact
     (`air.model`).
 
-    `bias_init` ("steps start on", REFERENCES.md 5.8): the output bias starts
+    `bias_init` ("steps start on", KAIR `step_bias`): the output bias starts
     at 1.0 (p_t ~ 0.73; KAIR: 0.75 master, 1.0 iwae_naive). A step that is off
     receives no reconstruction gradient for its what/where/decoder, so
     starting with most steps off lets the count collapse to 0 before the
@@ -215,7 +215,7 @@ class GlimpseDecoder(snt.Module):
     is KAIR's unbounded output times `output_multiplier`.
 
     `output_bias` prevents the *too bright initial reconstruction* collapse
-    (K-AIR; PYRO tutorial, REFERENCES.md 5.8): the last layer's bias starts at
+    (K-AIR; the Pyro AIR tutorial): the last layer's bias starts at
     -2, so a fresh decoder draws dim glimpses (sigmoid(-2) ~ 0.12). With a
     bright initial glimpse (KAIR: linear output x 0.5 around 0.5 in a window
     larger than a digit), every present step *increases* the summed squared
@@ -257,7 +257,7 @@ class Baseline(snt.Module):
     """Neural baseline `b(x, z)` for the score-function estimator: `[B] -> [B]`.
 
     An MLP [256, 128] ELU -> 1 on the flattened image and the continuous
-    latents of every step (KAIR, K-AIR; REFERENCES.md 5.6), with gradients into
+    latents of every step (KAIR, K-AIR), with gradients into
     the latents stopped. It never sees `n` or `z_pres`: a baseline that
     depends on the sampled count makes the estimator biased and, as it learns
     to predict the cost *given* n, cancels the signal that should move the

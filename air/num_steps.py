@@ -10,7 +10,7 @@ distribution over `n in {0, ..., N}` is
     q(k) = (prod_{i<=k} p_i) (1 - p_{k+1}),   0 < k < N,
     q(N) = prod_{i<=N} p_i,
 
-(REFERENCES.md 5.3). With a constant `p_t = p` this is the truncated geometric
+(KAIR `prior.py`). With a constant `p_t = p` this is the truncated geometric
 distribution `q(k) = p^k (1 - p)` for `k < N` and `q(N) = p^N`.
 
 Numerics: everything is computed in float64 and in log space,
@@ -54,7 +54,7 @@ class NumStepsDistribution(tfd.Distribution):
     `log_prob(n)` is `-inf` outside the support and where `q(n) = 0` (with
     finite gradients). `probs_table()` gives the whole `[..., N + 1]` table,
     `presence_probs()` gives `P(n >= t) = P(z_pres_t = 1)`, the weights of the
-    analytic per-step KL terms (REFERENCES.md 5.5). `sample()` draws the
+    analytic per-step KL terms (KAIR `air_model.py`). `sample()` draws the
     Bernoulli chain and counts the leading ones; it is not reparameterized
     (AIR uses score-function gradients for `n`). The KL divergence between two
     instances with the same `N` is registered with `tfd.kl_divergence`.
@@ -276,7 +276,7 @@ def truncated_geometric_prior(
 
     `p(k) = s^k (1 - s)` for `k < N` and `p(N) = s^N`: a `NumStepsDistribution`
     whose every step has presence probability `s`. NB: the AIR reference code
-    uses the *unnormalized* `(1 - s) s^k` for all `k <= N` (REFERENCES.md 5.4);
+    uses the *unnormalized* `(1 - s) s^k` for all `k <= N` (KAIR `prior.py`);
     the two differ only at `k = N` and by normalization.
 
     Args:

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 def prior_step_prob(prior: ml_collections.ConfigDict, step) -> tf.Tensor:
     """The prior's success probability `s` at training step `step`, float64 scalar.
 
-    'fixed': `prior.step_prob`. 'exponential' (KAIR master, REFERENCES.md 5.4):
+    'fixed': `prior.step_prob`. 'exponential' (KAIR master, `scripts/multi_mnist.py`):
     `s = max(final, initial (final / initial)^(max(step - hold, 0) / decay_steps))`,
     computed in log space in float64 so `1 - 1e-15` is not rounded to 1.
     """

@@ -8,14 +8,21 @@ setup). Inputs are random normal `[B, D]`: the cost of these dense MADEs does no
 the values.
 
 Models (`--models`):
-  ours:       `flows.make_density("maf", ...)` (pre-masked MADE weights, fixed batch-norm
-              log-det), modes eager / function (tf.function) / xla (jit_compile=True).
+  ours:       `flows.make_density("maf", ...)` in training mode (`flows.with_training`:
+              minibatch batch norm), modes eager / function (tf.function) / xla
+              (jit_compile=True).
   tfp:        the stock TFP stack: `tfb.MaskedAutoregressiveFlow(tfb.AutoregressiveNetwork(...))`
               with left-to-right / right-to-left orders and `tfb.BatchNormalization`, same modes.
   nflows:     PyTorch `nflows` (MaskedAffineAutoregressiveTransform, BatchNorm,
-              ReversePermutation), eager PyTorch; only if importable.
-  normflows:  PyTorch `normflows` (Reverse(MaskedAffineAutoregressive), Permute), eager
-              PyTorch, no batch norm; only if importable.
+              ReversePermutation); only if importable.
+  normflows:  PyTorch `normflows` (Reverse(MaskedAffineAutoregressive), Permute), no batch
+              norm; only if importable.
+PyTorch modes (`--torch_modes`): eager, and compile (`torch.compile` of the loss, so its
+forward and backward graphs are compiled; the optimizer update stays eager).
+
+Compare like with like: TF eager with PyTorch eager, and compiled with compiled
+(`function`/`xla` with `compile`); a `function` row set against an eager PyTorch row mixes a
+graph with eager execution.
 PyTorch rows use the same MADE sizes (their `num_blocks` = number of hidden layers - 1). Install
 them in an environment of their own and point `--torch_site_packages` at it:
   python3 -m venv /tmp/torch-env && /tmp/torch-env/bin/pip install torch nflows normflows
@@ -55,6 +62,7 @@ tfd = tfp.distributions
 TF_MODELS = ("ours", "tfp")
 TORCH_MODELS = ("nflows", "normflows")
 MODES = ("eager", "function", "xla")
+TORCH_MODES = ("eager", "compile")
 
 _MODELS = flags.DEFINE_list(
     "models", list(TF_MODELS + TORCH_MODELS), f"Models to run: {TF_MODELS + TORCH_MODELS}."
@@ -62,14 +70,18 @@ _MODELS = flags.DEFINE_list(
 _MODES = flags.DEFINE_list(
     "modes",
     ["function", "xla"],
-    "TF execution modes: eager, function (tf.function), xla (tf.function(jit_compile=True)). "
-    "PyTorch models run eagerly once, whatever this says.",
+    "TF execution modes: eager, function (tf.function), xla (tf.function(jit_compile=True)).",
 )
 _EVENT_SIZE = flags.DEFINE_integer("event_size", 784, "D (784 = MNIST).")
 _HIDDEN = flags.DEFINE_list(
     "hidden_units",
     ["1024", "1024"],
     "Units of each MADE's hidden layers (the MAF code trains MNIST with two layers of 1024).",
+)
+_TORCH_MODES = flags.DEFINE_list(
+    "torch_modes",
+    ["eager", "compile"],
+    "PyTorch execution modes: eager, compile (torch.compile of the loss).",
 )
 _TORCH_SITE = flags.DEFINE_string(
     "torch_site_packages",
@@ -113,7 +125,10 @@ def _hidden_units() -> list[int]:
 def _tf_step(model: str, mode: str, x: tf.Tensor) -> Callable[[], tf.Tensor]:
     d, hidden, num_layers = _EVENT_SIZE.value, _hidden_units(), _LAYERS.value
     if model == "ours":
-        density = flows.make_density("maf", d, num_layers, hidden, seed=_SEED.value)
+        # Training mode: minibatch batch-norm statistics, as in a training step.
+        density = flows.with_training(
+            flows.make_density("maf", d, num_layers, hidden, seed=_SEED.value), True
+        )
     else:
         density = _tfp_maf(d, hidden, num_layers)
     density.log_prob(x)  # Creates the lazily built Keras variables outside tf.function.
@@ -133,7 +148,7 @@ def _tf_step(model: str, mode: str, x: tf.Tensor) -> Callable[[], tf.Tensor]:
     return tf.function(step, jit_compile=(mode == "xla"))
 
 
-def _torch_step(model: str, x_np: np.ndarray) -> Callable[[], float]:
+def _torch_step(model: str, x_np: np.ndarray, mode: str) -> Callable[[], float]:
     import torch
 
     torch.manual_seed(_SEED.value)
@@ -179,6 +194,8 @@ def _torch_step(model: str, x_np: np.ndarray) -> Callable[[], float]:
         net = nf.NormalizingFlow(nf.distributions.DiagGaussian(d), parts)
         loss_fn = lambda: net.forward_kld(x)
     net.train()
+    if mode == "compile":
+        loss_fn = torch.compile(loss_fn)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
 
     def step():
@@ -211,6 +228,9 @@ def main(argv):
     bad = set(_MODES.value) - set(MODES)
     if bad:
         raise app.UsageError(f"--modes got {sorted(bad)}; allowed: {MODES}.")
+    bad = set(_TORCH_MODES.value) - set(TORCH_MODES)
+    if bad:
+        raise app.UsageError(f"--torch_modes got {sorted(bad)}; allowed: {TORCH_MODES}.")
     try:
         hidden = _hidden_units()
     except ValueError as e:
@@ -243,11 +263,12 @@ def main(argv):
         if missing:
             print(f"{model:<10} skipped: {', '.join(missing)} not importable (not a dependency)")
             continue
-        try:
-            rate = f"{_rate(_torch_step(model, x_np), model):9.2f}"
-        except Exception as e:  # A third-party API change must not hide the other rows.
-            rate = f"failed: {type(e).__name__}: {e}"
-        print(f"{model:<10} {'torch':<9} {rate}", flush=True)
+        for mode in [m for m in TORCH_MODES if m in _TORCH_MODES.value]:
+            try:
+                rate = f"{_rate(_torch_step(model, x_np, mode), f'{model} {mode}'):9.2f}"
+            except Exception as e:  # A third-party API change must not hide the other rows.
+                rate = f"failed: {type(e).__name__}: {e}"
+            print(f"{model:<10} {mode:<9} {rate}", flush=True)
     print("(steps/s; higher is better)")
 
 

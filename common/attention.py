@@ -316,5 +316,5 @@ def write_glimpse(
 
 # ---------------------------------------------------------------------------
 # Gaussian filterbank attention (DRAW; Gregor et al. 2015, Sec. 3.2): added here
-# by the DRAW issue, next to the spatial transformer (REFERENCES.md 4.2, 4.8).
+# by the DRAW issue, next to the spatial transformer (Gregor et al. 2015, sec. 3.2).
 # ---------------------------------------------------------------------------

@@ -17,9 +17,23 @@ tfd = tfp.distributions
 BATCH_NORM_EPSILON = 1e-5
 
 
+class BatchNormModeError(NotImplementedError):
+    """The sampling direction of a batch-norm bijector in training mode was asked for."""
+
+
 class _BatchNormalization(tfb.BatchNormalization):
-    """`tfb.BatchNormalization` whose training-mode forward log-det agrees
-    with its inverse.
+    """`tfb.BatchNormalization` that is an exact bijection in evaluation mode and a
+    density-direction-only map in training mode.
+
+    Evaluation mode (`training=False`, what `make_batch_norm` and `make_flow`
+    build): both directions use the stored statistics, so `inverse(forward(x))
+    = x` and the log-dets are those of one affine map.
+
+    Training mode (`with_training(flow, True)`, for the training step's
+    `log_prob` only): `inverse(y)` normalizes with the minibatch statistics of
+    `y`, which no `forward(x)` can know, so the forward direction of a batch
+    that did not come from `inverse` raises `BatchNormModeError` instead of
+    silently using other statistics.
 
     In TFP 0.25, `inverse` (the density direction) normalizes with minibatch
     statistics in training mode, but `_forward_log_det_jacobian` always uses
@@ -34,14 +48,27 @@ class _BatchNormalization(tfb.BatchNormalization):
     Evaluation mode is unchanged (stored statistics throughout).
     """
 
+    def _forward(self, x):
+        if self.parameters["training"]:
+            raise BatchNormModeError(
+                f"{self.name}: batch norm in training mode normalizes each minibatch in the "
+                "density direction only; sample (forward) with `with_training(flow, False)`, "
+                "which uses the stored statistics."
+            )
+        return super()._forward(x)
+
     def _forward_log_det_jacobian(self, x):
         if not self.parameters["training"]:
             return super()._forward_log_det_jacobian(x)
+        # `x` came from `inverse(y)` (inside `log_prob`): the cache returns that `y`, so the
+        # log-det uses the minibatch statistics that normalized it.
         return -self._inverse_log_det_jacobian(self.forward(x))
 
 
 def make_batch_norm(event_size: int, dtype: tf.DType, name: str) -> tfb.BatchNormalization:
-    """A batch-norm bijector with its variables built (MAF paper and code).
+    """A batch-norm bijector with its variables built (MAF paper and code), in evaluation
+    mode (an exact bijection with the stored statistics; `with_training` gives the
+    training step's minibatch mode).
 
     Deviation: the Keras layer learns `gamma` (kept positive by TFP's
     `gamma_constraint`, which Keras optimizers apply after each step; other
@@ -55,7 +82,7 @@ def make_batch_norm(event_size: int, dtype: tf.DType, name: str) -> tfb.BatchNor
         name=name,
     )
     layer.build([None, event_size])
-    return _BatchNormalization(batchnorm_layer=layer, training=True, name=name)
+    return _BatchNormalization(batchnorm_layer=layer, training=False, name=name)
 
 
 def with_training(

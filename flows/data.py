@@ -19,7 +19,6 @@ from common.data import mnist as mnist_data
 from common.data import transforms
 
 LOGIT_ALPHA = 1e-6  # MNIST (MAF code); CIFAR-10 uses 0.05.
-DEQUANTIZATION_SEED = 42  # The MAF code's NumPy seed.
 
 
 def static_dequantize(
@@ -146,23 +145,14 @@ def bits_per_pixel(log_prob_y, y, alpha: float = LOGIT_ALPHA) -> tf.Tensor:
     return -pixel_log_prob(log_prob_y, y, alpha) / (num_pixels * np.log(2.0)) + 8.0
 
 
-def _dequantized_to_float(images, seed=None) -> tf.Tensor:
-    """A stored dequantization -> float32 x in [0, 1) (a cast)."""
-    del seed
-    return tf.cast(images, tf.float32)
-
-
 def _logit_batch(images, seed=None) -> tf.Tensor:
     """Dequantized float pixels -> logit space with `LOGIT_ALPHA` (MNIST)."""
     del seed
     return logit_transform(images, LOGIT_ALPHA)
 
 
-# x = (k + u) / 256 with a stored draw of u.
-DEQUANTIZE = transforms.Transform(_dequantized_to_float, prepare=static_dequantize)
-# y = logit(alpha + (1 - 2 alpha) x) of a stored dequantization (MAF MNIST data).
-DEQUANTIZE_LOGIT = transforms.Transform(_logit_batch, prepare=static_dequantize)
-# The logit transform alone, for pixels already dequantized by `static_dequantize`.
+# The per-batch logit transform of pixels already dequantized by `static_dequantize` (the flows
+# tasks dequantize each whole split once, then batch).
 LOGIT = transforms.Transform(_logit_batch)
 
 

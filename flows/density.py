@@ -27,19 +27,19 @@ MNIST_IMAGE_SHAPE = (28, 28, 1)  # realnvp's checkerboard / channel masks
 class FlowDensity(snt.Module):
     """A flow density from `flows.make_density` (standard-normal base, or a MADE MoG base).
 
-    Batch norm (MAF, RealNVP) uses minibatch statistics with `training=True` and the stored
-    statistics with `training=False`; both densities share every variable.
+    Batch norm (MAF, RealNVP): `log_prob(x, training=True)` normalizes with the minibatch
+    statistics of `x` (and updates the moving averages), the training step's density; every
+    other call uses the stored statistics, an exact bijection. Sampling has no minibatch to
+    normalize, so `sample` and `sample_and_log_prob` use the stored statistics in both modes.
+    Both densities share every variable.
     """
 
     def __init__(self, density: tfd.TransformedDistribution, name: str | None = None):
         super().__init__(name=name)
         self.flow = density.bijector
         self.event_size = int(density.event_shape[-1])
-        self.density = density
-        self.eval_density = with_training(density, False)
-
-    def _pick(self, training: bool) -> tfd.TransformedDistribution:
-        return self.density if training else self.eval_density
+        self.density = with_training(density, False)
+        self.training_density = with_training(density, True)
 
     @staticmethod
     def _tfp_seed(seed: tf.Tensor) -> tf.Tensor:
@@ -48,18 +48,22 @@ class FlowDensity(snt.Module):
 
     def log_prob(self, x: tf.Tensor, training: bool) -> tf.Tensor:
         """`[B, D]` -> `[B]` log-density in nats."""
-        return self._pick(training).log_prob(x)
+        return (self.training_density if training else self.density).log_prob(x)
 
     def sample(self, num: int, seed: tf.Tensor, training: bool = False) -> tf.Tensor:
-        """`[num, D]` samples (the sampling direction: D sequential passes for MAF)."""
-        return self._pick(training).sample(num, seed=self._tfp_seed(seed))
+        """`[num, D]` samples (the sampling direction: D sequential passes for MAF), with the
+        stored batch-norm statistics whatever `training` says (see the class docstring)."""
+        del training
+        return self.density.sample(num, seed=self._tfp_seed(seed))
 
     def sample_and_log_prob(
         self, num, seed: tf.Tensor, training: bool = False
     ) -> tuple[tf.Tensor, tf.Tensor]:
         """`([num, D], [num])`: samples and their log-density from the forward log-det (no
-        inverse is computed, so planar flows need no root finding)."""
-        return self._pick(training).experimental_sample_and_log_prob(num, seed=self._tfp_seed(seed))
+        inverse is computed, so planar flows need no root finding); stored batch-norm statistics
+        in both modes, so the log-density is that of the samples' own map."""
+        del training
+        return self.density.experimental_sample_and_log_prob(num, seed=self._tfp_seed(seed))
 
     @property
     def has_batch_norm(self) -> bool:

@@ -4,7 +4,7 @@ r"""Evaluates a trained flows run.
 
 MNIST: the best checkpoint of early stopping (or --checkpoint), batch-norm statistics from the
 training split, test log-likelihood in nats in logit space (+- 2 standard errors, MAF paper
-Table 2) and bits/pixel on [0, 256) (REFERENCES.md 1.3). Toys: held-out log-likelihood or
+Table 2) and bits/pixel on [0, 256) (MAF paper, sec. 4.3). Toys: held-out log-likelihood or
 KL(q || p), and density.png / samples.png. Results go to <run_dir>/metrics.json and to
 TensorBoard under <run_dir>/test.
 """

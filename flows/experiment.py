@@ -1,7 +1,7 @@
 """Wiring of the flows experiments; the generic loop in `common.training` runs them.
 
 - `task = "mnist"`: density estimation of dequantized MNIST in logit space as in the MAF paper
-  (Papamakarios et al. 2017, sec. 4.3 and App.; REFERENCES.md 1.3, 3.8): MAF(5), RealNVP(5)
+  (Papamakarios et al. 2017, sec. 4.3 and appendix): MAF(5), RealNVP(5)
   (Dinh et al. 2017) or MADE (Germain et al. 2015), Adam, L2 weight decay, early stopping on the
   validation log-likelihood with a patience in epochs, batch-norm statistics of the training set at
   evaluation, test log-likelihood in nats (logit space, +- 2 standard errors) and bits/pixel.

@@ -145,10 +145,11 @@ def make_flow(
 
     Conditional flows take the context through
     `bijector_kwargs=conditional_kwargs(flow, h)`. Batch norm is built in
-    training mode (minibatch statistics in the density direction); use
-    `with_training(flow, False)` for evaluation and
-    `set_batch_norm_statistics` for the MAF paper's full-training-set
-    statistics.
+    evaluation mode, so the flow is an exact bijection whose log-dets match
+    its own forward; a training step asks for minibatch statistics with
+    `with_training(flow, True)` (density direction only: its forward raises
+    `flows.batch_norm.BatchNormModeError`), and `set_batch_norm_statistics`
+    sets the MAF paper's full-training-set statistics.
 
     Args:
       name: one of `FLOW_NAMES`.
@@ -447,7 +448,7 @@ def make_density(
         input_order=order,
         hidden_degrees=kwargs.get("hidden_degrees", "sequential"),
         activation=kwargs.get("activation", tf.nn.relu),
-        output_bias_stddev=1.0,  # MAF code (REFERENCES 3.8).
+        output_bias_stddev=1.0,  # the MAF code (gpapamak/maf, mades.py).
         seed=_layer_seed(kwargs.get("seed"), base_index),
         dtype=dtype,
         name=f"made_mog_{base_index}",

@@ -17,6 +17,12 @@ TFP's bijector cache, the way TFP's own `tfb.FFJORD` does
 classes' (tests/flows/test_one_pass.py); a training step's graph has half the
 matmuls; MAF(5) on MNIST trains 1.5x (XLA) to 1.7x (tf.function) faster on 2
 CPU cores (benchmarks/flows_step.py).
+
+This leans on TFP internals (`cache_util`, the parents' `_bijector_fn`, `_masked_size`,
+`_reverse_mask`, `_cache_input_depth`, `_bijector_input_units`), which TFP may change in any
+release: importing this module with a TFP outside `TESTED_TFP` raises `TFPVersionError`, and
+each constructor checks that the private attributes it needs exist
+(tests/flows/test_one_pass.py fails if their behaviour changes).
 """
 
 from __future__ import annotations
@@ -26,6 +32,42 @@ import tensorflow_probability as tfp
 from tensorflow_probability.python.internal import cache_util
 
 tfb = tfp.bijectors
+
+# The TFP releases whose internals these classes were tested against: [low, high).
+TESTED_TFP = ((0, 25), (0, 26))
+
+
+class TFPVersionError(RuntimeError):
+    """The installed TFP is outside the range whose internals `flows.one_pass` was tested on."""
+
+
+def _release(version: str) -> tuple[int, int]:
+    major, minor = version.split(".")[:2]
+    return int(major), int("".join(c for c in minor if c.isdigit()) or 0)
+
+
+def check_tfp_version(version: str = tfp.__version__) -> None:
+    """Raises `TFPVersionError` unless `version` is in `TESTED_TFP`."""
+    low, high = TESTED_TFP
+    if not low <= _release(version) < high:
+        raise TFPVersionError(
+            f"flows.one_pass uses private TensorFlow Probability internals tested with TFP "
+            f">={low[0]}.{low[1]},<{high[0]}.{high[1]}; the installed TFP is {version}. Install "
+            f"a tested TFP (`pip install 'tensorflow-probability>={low[0]}.{low[1]},"
+            f"<{high[0]}.{high[1]}'`, as setup.py pins it)."
+        )
+
+
+def _check_private(bijector: tfb.Bijector, names: tuple[str, ...]) -> None:
+    missing = [n for n in names if not hasattr(bijector, n)]
+    if missing:
+        raise TFPVersionError(
+            f"{type(bijector).__name__} needs TFP's private {missing} (TFP {tfp.__version__}); "
+            "see flows.one_pass.TESTED_TFP."
+        )
+
+
+check_tfp_version()
 
 
 def _greedy_cache() -> cache_util.BijectorCacheWithGreedyAttrs:
@@ -44,6 +86,10 @@ class MaskedAutoregressiveFlow(tfb.MaskedAutoregressiveFlow):
 
     _cache = _greedy_cache()
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_private(self, ("_bijector_fn", "_event_ndims"))
+
     def _augmented_forward(self, x, **kwargs):
         return self._forward(x, **kwargs), None
 
@@ -58,6 +104,19 @@ class RealNVP(tfb.RealNVP):
     their log-det from the same conditioner call."""
 
     _cache = _greedy_cache()
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        _check_private(
+            self,
+            (
+                "_bijector_fn",
+                "_masked_size",
+                "_reverse_mask",
+                "_cache_input_depth",
+                "_bijector_input_units",
+            ),
+        )
 
     def _split(self, z):
         self._cache_input_depth(z)

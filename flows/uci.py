@@ -1,7 +1,7 @@
 """UCI POWER, GAS, HEPMASS, MINIBOONE and BSDS300 as preprocessed for the MAF paper.
 
 Papamakarios, Pavlakou & Murray (2017), "Masked Autoregressive Flow for Density Estimation",
-sec. 4.2 and App.; REFERENCES.md 1.4. The data are the authors' preprocessed archive, Zenodo
+sec. 4.2 and appendix. The data are the authors' preprocessed archive, Zenodo
 record 1161203 (https://zenodo.org/record/1161203, file `data.tar.gz`), which cannot be downloaded
 here: the user unpacks it once into `<data_dir>/maf/` (see `UNPACK_COMMAND` and docs/uci.md):
 
@@ -67,7 +67,7 @@ from common.data.mnist import DataError
 DATASETS = ("power", "gas", "hepmass", "miniboone", "bsds300")
 #: Event size D after preprocessing (MAF paper, Table 1).
 DIMENSIONS = {"power": 6, "gas": 8, "hepmass": 21, "miniboone": 43, "bsds300": 63}
-#: (train, validation, test) sizes of the real data (MAF paper, App.; REFERENCES.md 1.4).
+#: (train, validation, test) sizes of the real data (MAF paper, appendix).
 SPLIT_SIZES = {
     "power": (1_659_917, 184_435, 204_928),
     "gas": (852_174, 94_685, 105_206),

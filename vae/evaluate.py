@@ -27,8 +27,8 @@ flags.DEFINE_integer(
 flags.DEFINE_integer(
     "gradient_snr_repeats",
     0,
-    "If > 0, also estimate the gradient SNR (Rainforth et al. eq. 13) from this many gradient "
-    "draws on 100 test images.",
+    "If > 0 (>= 2), also estimate the gradient SNR per data point (Rainforth et al. eq. 13): this "
+    "many gradient draws on each of 100 test images, averaged over parameters and images.",
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.mark_flag_as_required("run_dir")

@@ -78,11 +78,16 @@ def build_model(
 
 
 def _paper_schedule(config, steps_per_epoch: int):
-    """Burda et al. sec. 5: stage i = 0..7 lasts 3^i epochs at 1e-3 * 10^(-i/7)."""
+    """Burda et al. sec. 5: stage i = 0..7 lasts 3^i epochs at 1e-3 * 10^(-i/7).
+
+    Keras' `PiecewiseConstantDecay` keeps value i while `step <= boundary_i` and is called with
+    the number of updates made so far, so stage i ends at the step before the first update of
+    its next epoch: `boundary_i = (sum_{j<=i} 3^j) * steps_per_epoch - 1`.
+    """
     boundaries, epochs = [], 0
     for i in range(7):
         epochs += 3**i
-        boundaries.append(epochs * steps_per_epoch)
+        boundaries.append(epochs * steps_per_epoch - 1)
     values = [config.optimizer.learning_rate * 10 ** (-i / 7) for i in range(8)]
     return tf_keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
 
@@ -347,6 +352,19 @@ def active_units(
     }
 
 
+def snr_per_parameter(draws: np.ndarray) -> np.ndarray:
+    """`|mean| / std` over the first axis of `[R, ...]` gradient draws (Rainforth et al. 2018,
+    eq. 13), per parameter; parameters whose draws never vary (std 0) are dropped.
+
+    Returns:
+      `[P']` float64, P' <= the number of parameters.
+    """
+    d = np.asarray(draws, np.float64).reshape(len(draws), -1)
+    std = d.std(axis=0, ddof=1)
+    keep = std > 0
+    return np.abs(d.mean(0)[keep]) / std[keep]
+
+
 def gradient_snr(
     model: modules.IWAEModel,
     config: ml_collections.ConfigDict,
@@ -354,41 +372,55 @@ def gradient_snr(
     repeats: int,
     seed: int,
 ) -> dict[str, float]:
-    """Gradient signal-to-noise ratio (Rainforth et al. 2018, eq. 13).
+    """Gradient signal-to-noise ratio per data point (Rainforth et al. 2018, eq. 13).
 
-    For each parameter, SNR = |E[g]| / std(g) over `repeats` independent
-    gradient draws on the same `images`; the inference parameters' g is the
-    gradient of the inference objective, the generative parameters' of the
-    generative one (as in training). Returns the mean SNR per group.
+    Eq. 13 is the SNR of the gradient estimate for *one* data point: for image n and each
+    parameter, `SNR = |E[g_n]| / std(g_n)` over `repeats` independent draws of the estimator on
+    that image alone (its `num_samples * num_groups` importance samples redrawn each time). The
+    inference parameters' `g_n` is the gradient of the image's inference objective, the
+    generative parameters' that of its generative objective (as in training). We average the SNR
+    over parameters, then over the images; the SNR of a batch-mean gradient over B images would
+    be up to sqrt(B) larger and is not what the paper plots.
+
+    The R draws of one image are one batch of R copies of it (independent samples per copy),
+    differentiated per example with `GradientTape.jacobian`.
+
+    Returns:
+      `{"gradient_snr_inference", "gradient_snr_generative"}` (means over images and
+      parameters), `gradient_snr_num_images`, `gradient_snr_repeats`.
+
+    Raises:
+      ValueError: `repeats` < 2.
     """
+    if repeats < 2:
+        raise ValueError(f"The gradient SNR needs >= 2 repeats, got {repeats}.")
     obj = config.objective
     num = obj.num_samples * obj.num_groups
     inf_vars, gen_vars = model.inference_variables, model.generative_variables
 
     @tf.function
-    def grads(s):
+    def per_example_grads(x, s):
+        """`x: [R, ...]` copies of one image -> per-copy gradients `[R, ...]` per variable."""
         with tf.GradientTape(persistent=True) as tape:
-            log_w = model.log_weights(images, num, s).log_w
+            log_w = model.log_weights(x, num, s).log_w  # [num, R]
             o = estimators.training_objectives(obj.estimator, log_w, **_objective_kwargs(config))
-            gen, inf = tf.reduce_mean(o.generative), tf.reduce_mean(o.inference)
-        g_inf = tape.gradient(inf, inf_vars)
-        g_gen = tape.gradient(gen, gen_vars)
-        flat = lambda gs: tf.concat([tf.reshape(g, [-1]) for g in gs], 0)
+        g_inf = tape.jacobian(o.inference, inf_vars)  # each [R, *shape]
+        g_gen = tape.jacobian(o.generative, gen_vars)
+        flat = lambda gs: tf.concat([tf.reshape(g, [repeats, -1]) for g in gs], 1)
         return flat(g_inf), flat(g_gen)
 
-    draws_inf, draws_gen = [], []
-    for r in range(repeats):
-        gi, gg = grads(tf.constant([seed, r], tf.int32))
-        draws_inf.append(gi.numpy())
-        draws_gen.append(gg.numpy())
-
-    def snr(draws):
-        d = np.stack(draws).astype(np.float64)
-        std = d.std(axis=0, ddof=1)
-        keep = std > 0
-        return float(np.mean(np.abs(d.mean(0)[keep]) / std[keep]))
-
-    return {"gradient_snr_inference": snr(draws_inf), "gradient_snr_generative": snr(draws_gen)}
+    snr_inf, snr_gen = [], []
+    for n in range(int(images.shape[0])):
+        x = tf.repeat(images[n : n + 1], repeats, axis=0)  # [R, ...]
+        gi, gg = per_example_grads(x, tf.constant([seed, n], tf.int32))
+        snr_inf.append(snr_per_parameter(gi.numpy()).mean())
+        snr_gen.append(snr_per_parameter(gg.numpy()).mean())
+    return {
+        "gradient_snr_inference": float(np.mean(snr_inf)),
+        "gradient_snr_generative": float(np.mean(snr_gen)),
+        "gradient_snr_num_images": int(images.shape[0]),
+        "gradient_snr_repeats": int(repeats),
+    }
 
 
 def evaluate_run(
@@ -458,8 +490,12 @@ def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
     for name in sorted(k for k in metrics if k.startswith("iwae_bound_k")):
         lines.append(f"  IWAE bound k = {name[len('iwae_bound_k') :]}: {metrics[name]:.2f} nats")
     lines.append(f"  active units: {metrics['active_units']} {metrics['active_units_per_layer']}")
-    for name in ("gradient_snr_inference", "gradient_snr_generative"):
-        if name in metrics:
-            lines.append(f"  {name}: {metrics[name]:.4f}")
+    if "gradient_snr_inference" in metrics:
+        lines.append(
+            f"  gradient SNR per data point (Rainforth eq. 13; mean over parameters and "
+            f"{metrics['gradient_snr_num_images']} images, {metrics['gradient_snr_repeats']} "
+            f"draws each): inference {metrics['gradient_snr_inference']:.4f}, generative "
+            f"{metrics['gradient_snr_generative']:.4f}"
+        )
     lines.append(f"  written to {os.path.join(run_dir, 'metrics.json')}")
     return "\n".join(lines)

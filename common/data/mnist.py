@@ -93,9 +93,6 @@ def default_data_dir() -> str:
     return os.environ.get("GENMODELS_DATA_DIR") or os.path.expanduser("~/.cache/genmodels")
 
 
-DEFAULT_DATA_DIR = default_data_dir()
-
-
 def _fix_hint(mnist_dir: str) -> str:
     return (
         f"To fix: delete the file and run `python -m common.data --data_dir="

@@ -53,7 +53,8 @@ def intensity(images, seed=None) -> tf.Tensor:
 
 
 def dynamic_binarize(images, seed) -> tf.Tensor:
-    """A fresh draw x_bin ~ Bernoulli(x / 255) (REFERENCES 1.2), deterministic given `seed`.
+    """A fresh draw x_bin ~ Bernoulli(x / 255), deterministic given `seed` (Burda et al. 2016,
+    sec. 5: dynamic binarization).
 
     Args:
       images: uint8 in {0..255} or float intensities in [0, 1], any shape.

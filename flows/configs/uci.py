@@ -8,7 +8,7 @@ Data: the authors' preprocessed archive (Zenodo record 1161203) unpacked under
 `<data_dir>/maf/`; preprocessing in `flows.uci`, instructions in docs/uci.md. The test
 log-likelihood is reported in nats, +- 2 standard errors (MAF Table 1).
 
-Variants (Papamakarios et al. 2017, App.; the authors' run_experiments.py; REFERENCES.md 3.8):
+Variants (Papamakarios et al. 2017, appendix; the authors' run_experiments.py):
   power, gas, hepmass, miniboone, bsds300: MAF(5) with batch norm after every MADE, sequential
       degrees, Adam 1e-4, batch 100, L2 weight decay 1e-6, early stopping with patience 30 epochs
       (validation every epoch), best model restored. Hidden units per MADE: 100 (POWER, GAS), 512

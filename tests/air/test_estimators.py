@@ -12,10 +12,11 @@ import itertools
 
 import numpy as np
 import tensorflow as tf
+import tf_keras
 from absl.testing import parameterized
 from scipy import special
 
-from air import NumStepsDistribution, estimators
+from air import NumStepsDistribution, estimators, modules
 
 THETA = np.array([0.3, -0.4], np.float64)  # step logits, N = 2
 COSTS = np.array([3.0, -1.0, 5.0]) + 20.0  # cost of n = 0, 1, 2; the offset makes b matter
@@ -73,6 +74,45 @@ class ScoreFunctionTest(tf.test.TestCase, parameterized.TestCase):
         plain = _reinforce_draws(lambda n: tf.zeros_like(n, tf.float64))
         self.assertUnbiased(learned, exact)
         self.assertLess(learned.var(0).sum(), 0.05 * plain.var(0).sum())
+
+    def test_air_neural_baseline_learns_the_image_dependent_cost_and_lowers_variance(self):
+        """`air.modules.Baseline` itself (as AIR trains it, with `baseline_loss`): the expected
+        cost depends on the image (+-20 nats for dark / bright images), which a constant
+        baseline cannot remove; the learned network does, and REINFORCE stays unbiased."""
+        bright = (np.arange(M) % 2).astype(np.float64)  # replica i's image: dark or bright
+        offsets = 40.0 * bright - 20.0  # [M]
+        images = tf.constant(np.tile(bright[:, None, None, None], [1, 4, 4, 1]), tf.float32)
+        latents = [tf.zeros([M, 3])]  # AIR also feeds z_what / z_where; uninformative here
+        expected_cost, exact = _exact_cost_gradient()
+        baseline = modules.Baseline([16])
+        opt = tf_keras.optimizers.Adam(0.05)
+        q = NumStepsDistribution(step_logits=tf.constant(np.tile(THETA, [256, 1])))
+        for i in range(300):
+            rows = np.random.default_rng(i).integers(0, M, 256)
+            n = q.sample(seed=tf.constant([i, 3]))
+            with tf.GradientTape() as tape:
+                cost = tf.gather(tf.constant(COSTS), n) + offsets[rows]
+                x, z = tf.gather(images, rows), tf.gather(latents[0], rows)
+                b = tf.cast(baseline(x, [z]), tf.float64)
+                loss = tf.reduce_mean(estimators.baseline_loss(cost, b))
+            variables = baseline.trainable_variables
+            opt.apply_gradients(zip(tape.gradient(loss, variables), variables, strict=True))
+        learned = tf.cast(baseline(images, latents), tf.float64)  # [M]
+        self.assertAllClose(learned, expected_cost + offsets, atol=1.0)
+
+        def draws(b):
+            theta = tf.Variable(np.tile(THETA, [M, 1]))
+            with tf.GradientTape() as tape:
+                q = NumStepsDistribution(step_logits=theta)
+                n = q.sample(seed=tf.constant([7, 1]))
+                cost = tf.gather(tf.constant(COSTS), n) + offsets
+                total = tf.reduce_sum(estimators.score_function_surrogate(q.log_prob(n), cost, b))
+            return tape.gradient(total, theta).numpy()
+
+        with_network = draws(learned)
+        constant = draws(tf.fill([M], tf.constant(expected_cost, tf.float64)))
+        self.assertUnbiased(with_network, exact)
+        self.assertLess(with_network.var(0).sum(), 0.2 * constant.var(0).sum())
 
     def test_a_baseline_that_sees_n_is_biased(self):
         # b(n) = cost(n) cancels the signal: the estimate is 0, not the gradient. This is why

@@ -254,7 +254,7 @@ class TrainingLoopTest(tf.test.TestCase):
         self.assertEqual([c[0] for c in calls], [6, 8, 10, 12])
         self.assertEqual(result.step, 12)
 
-    def test_learning_rate_of_a_schedule(self):
+    def test_current_learning_rate_reads_a_schedule_at_the_optimizer_step(self):
         schedule = tf_keras.optimizers.schedules.PiecewiseConstantDecay([2], [1.0, 0.5])
         opt = tf_keras.optimizers.Adam(schedule)
         self.assertEqual(training.current_learning_rate(opt), 1.0)

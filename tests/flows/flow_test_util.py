@@ -1,6 +1,7 @@
 """Shared checks for bijector tests (after TFP's `bijector_test_util`).
 
-Caching pitfall (REFERENCES 3.11): TFP caches `forward`/`inverse` results by
+Caching pitfall (TFP's bijector cache, `tensorflow_probability/python/internal/
+cache_util.py`): TFP caches `forward`/`inverse` results by
 tensor identity, so every check below feeds *fresh* tensors
 (`tf.constant(array)`) to each call it means to test.
 """

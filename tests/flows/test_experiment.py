@@ -59,12 +59,30 @@ class MnistEndToEndTest(tf.test.TestCase):
         self.assertGreater(m["test_log_likelihood_2se"], 0)
         # Untrained-ish but sane: better than nothing, worse than the MAF paper's models.
         self.assertBetween(m["test_bits_per_pixel"], 1.5, 8.0)
-        # bits/pixel = 8 - (log p(y) + log|dy/dx|) / (D ln 2), averaged over the same images.
+        # bits/pixel = 8 - (log p(y) + log|dy/dx|) / (D ln 2), averaged over the same images,
+        # with the Jacobian of y = logit(a + (1 - 2a) x), a = 1e-6, re-derived in NumPy from the
+        # dequantized pixels x: dy/dx = (1 - 2a) / (p (1 - p)), p = a + (1 - 2a) x.
         config = experiment.load_config(self.run_dir)
-        y = flows_data.flat_logits(flows_data.load_mnist_data(config).test)
-        jacobian = float(tf.reduce_mean(flows_data.logit_log_det_jacobian(y)))
+        x = flows_data.load_mnist_data(config).test.reshape(-1, 784).astype(np.float64)
+        alpha = 1e-6
+        p = alpha + (1 - 2 * alpha) * x
+        jacobian = np.mean(np.sum(np.log(1 - 2 * alpha) - np.log(p) - np.log1p(-p), axis=1))
         expected = 8 - (m["test_log_likelihood"] + jacobian) / (784 * math.log(2))
         self.assertAllClose(m["test_bits_per_pixel"], expected, atol=1e-4)
+
+    def test_evaluate_binary_reproduces_the_training_runs_test_figures(self):
+        with open(os.path.join(self.run_dir, "metrics.json")) as f:
+            before = json.load(f)
+        proc = binaries.run("flows.evaluate", f"--run_dir={self.run_dir}")
+        self.assertIn("test log-likelihood (logit space)", proc.stdout)
+        self.assertIn(f"{before['test_log_likelihood']:.2f}", proc.stdout)
+        with open(os.path.join(self.run_dir, "metrics.json")) as f:
+            after = json.load(f)
+        for name in ("test_log_likelihood", "test_bits_per_pixel", "best_epoch", "checkpoint"):
+            self.assertEqual(after[name], before[name], name)
+        missing = binaries.run("flows.evaluate", "--run_dir=/nonexistent/run", check=False)
+        self.assertNotEqual(missing.returncode, 0)
+        self.assertIn("/nonexistent/run", missing.stderr.strip().splitlines()[-1])
 
     def test_early_stopping_state_and_best_checkpoint(self):
         state = flows_early_stopping.load_early_stopping(self.run_dir)

@@ -212,19 +212,56 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
         self.assertEqual(flows.conditional_kwargs(maf, h), {})
 
     def test_with_training_shares_variables_and_switches_statistics(self):
-        density = flows.make_density("realnvp", 3, 2, HIDDEN, seed=0)
-        evaluation = flows.with_training(density, False)
+        density = flows.make_density("realnvp", 3, 2, HIDDEN, seed=0)  # evaluation mode
+        training = flows.with_training(density, True)
         self.assertEqual(
             [v.ref() for v in density.trainable_variables],
-            [v.ref() for v in evaluation.trainable_variables],
+            [v.ref() for v in training.trainable_variables],
         )
         x = tf.constant(self.rng.normal(size=(32, 3)) * 3.0 + 1.0, tf.float32)
         # Training mode normalizes with minibatch statistics: the density of
         # a point depends on the rest of the batch; evaluation mode does not.
-        train_full = density.log_prob(x)[:4]
-        train_part = density.log_prob(tf.identity(x[:4]))
+        train_full = training.log_prob(x)[:4]
+        train_part = training.log_prob(tf.identity(x[:4]))
         self.assertNotAllClose(train_full, train_part)
-        self.assertAllClose(evaluation.log_prob(x)[:4], evaluation.log_prob(x[:4]), atol=1e-5)
+        self.assertAllClose(density.log_prob(x)[:4], density.log_prob(x[:4]), atol=1e-5)
+
+    @parameterized.parameters("maf", "realnvp")
+    def test_default_flow_is_a_bijection_with_its_own_log_det(self, name):
+        """As a user calls it: `make_flow` with batch norm (non-trivial stored statistics) is an
+        exact bijection, and its forward log-det is the autodiff log|det J| of its forward."""
+        flow = flows.make_flow(name, 4, 2, [16], dtype=tf.float64, seed=0)
+        data = self.rng.normal(size=(500, 4)) * [1.0, 3.0, 0.2, 2.0] + [5.0, -1.0, 0.0, 2.0]
+        flows.set_batch_norm_statistics(flow, tf.constant(data))
+        x = tf.constant(self.rng.normal(size=(6, 4)))
+        # Fresh tensors (`.numpy()`): TFP's bijector cache would hand back the input otherwise.
+        self.assertAllClose(flow.inverse(tf.constant(flow.forward(x).numpy())), x, atol=1e-9)
+        y = tf.constant(data[:6])
+        self.assertAllClose(flow.forward(tf.constant(flow.inverse(y).numpy())), y, atol=1e-9)
+        _, expected = flow_test_util.autodiff_log_det(flow, x.numpy())
+        self.assertAllClose(flow.forward_log_det_jacobian(x, event_ndims=1), expected, atol=1e-8)
+        self.assertAllClose(
+            flow.inverse_log_det_jacobian(flow.forward(x), event_ndims=1), -expected, atol=1e-8
+        )
+
+    def test_flow_density_samples_with_their_own_log_prob_in_both_modes(self):
+        density = flows.FlowDensity(flows.make_density("realnvp", 3, 2, HIDDEN, seed=0))
+        data = self.rng.normal(size=(400, 3)) * [1.0, 3.0, 0.2] + [5.0, -1.0, 0.0]
+        density.set_batch_norm_statistics(tf.constant(data, tf.float32))
+        for training in (True, False):
+            z, log_q = density.sample_and_log_prob(5, tf.constant([3, 4]), training=training)
+            fresh = tf.constant(z.numpy())  # no bijector cache: log_prob inverts the samples
+            self.assertAllClose(log_q, density.log_prob(fresh, training=False), atol=1e-4)
+
+    def test_training_mode_has_no_sampling_direction(self):
+        density = flows.make_density("maf", 3, 2, HIDDEN, seed=0)
+        training = flows.with_training(density, True)
+        with self.assertRaisesRegex(flows.batch_norm.BatchNormModeError, "with_training"):
+            training.bijector.forward(tf.zeros([2, 3]))
+        with self.assertRaises(flows.batch_norm.BatchNormModeError):
+            training.sample(2, seed=[1, 2])
+        # Its density direction works (the training step's log_prob).
+        self.assertAllEqual(training.log_prob(tf.ones([4, 3])).shape, [4])
 
     @parameterized.parameters("maf", "realnvp")
     def test_training_mode_log_prob_uses_minibatch_statistics(self, name):
@@ -232,7 +269,9 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
         inverse log-det, batch norm included with the *minibatch* variance
         (TFP's own BatchNormalization bijector mixes in the moving variance
         here; see flows.batch_norm._BatchNormalization)."""
-        density = flows.make_density(name, 3, 2, HIDDEN, dtype=tf.float64, seed=0)
+        density = flows.with_training(
+            flows.make_density(name, 3, 2, HIDDEN, dtype=tf.float64, seed=0), True
+        )
         x = self.rng.normal(size=(64, 3)) * [1.0, 3.0, 0.2] + [2.0, -1.0, 0.0]
         expected, h = 0.0, x
         for bijector in density.bijector.parameters["bijectors"]:  # Density order.
@@ -292,10 +331,6 @@ class MakeFlowTest(tf.test.TestCase, parameterized.TestCase):
             flows.make_flow("maf", 2, 0, [8])
 
 
-if __name__ == "__main__":
-    tf.test.main()
-
-
 class MadeLogPrecisionTest(tf.test.TestCase, parameterized.TestCase):
     """`made_log_precision`: the MADE's second output is a log precision, log_scale = -0.5 logp."""
 
@@ -326,3 +361,7 @@ class MadeLogPrecisionTest(tf.test.TestCase, parameterized.TestCase):
     def test_other_flows_reject_it(self):
         with self.assertRaisesRegex(ValueError, "made_log_precision"):
             flows.make_flow("realnvp", 4, 2, [8], made_log_precision=True)
+
+
+if __name__ == "__main__":
+    tf.test.main()

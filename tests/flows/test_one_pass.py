@@ -210,3 +210,48 @@ def test_realnvp_training_step_graph_has_half_the_matmuls():
     # TFP's log-det pass reruns the scale net only (the unused shift net is
     # pruned from the graph), so the saving is less than half.
     assert _count_matmuls(ours, y) < 0.6 * _count_matmuls(reference, y)
+
+
+def test_tfp_version_guard_names_the_tested_range():
+    one_pass.check_tfp_version(tfp.__version__)  # the installed TFP is a tested one
+    one_pass.check_tfp_version("0.25.0")
+    for version in ("0.26.0", "0.24.0", "1.0.0", "0.26.0rc1"):
+        with pytest.raises(one_pass.TFPVersionError, match=r">=0\.25,<0\.26"):
+            one_pass.check_tfp_version(version)
+
+
+class _CountingNetwork(tf.Module):
+    """Wraps a shift-and-log-scale network and counts its calls (eagerly)."""
+
+    def __init__(self, network):
+        super().__init__()
+        self.network, self.calls = network, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        return self.network(*args, **kwargs)
+
+
+def test_private_tfp_internals_still_give_one_network_call_per_log_prob():
+    """The one-pass classes rely on TFP's greedy bijector cache handing the inverse's log-det to
+    `inverse_log_det_jacobian`, and on the parents' private `_bijector_fn`, `_masked_size` and
+    `_reverse_mask`. If a TFP release changes any of them, the log-det needs a second network
+    call (or breaks) and this test fails."""
+    y = np.random.default_rng(5).normal(size=(4, 5)).astype(np.float32)
+    made = _CountingNetwork(_affine_made(5, seed=2))
+    maf = tfd.TransformedDistribution(
+        tfd.MultivariateNormalDiag(tf.zeros(5)),
+        one_pass.MaskedAutoregressiveFlow(shift_and_log_scale_fn=made),
+    )
+    maf.log_prob(_fresh(y))
+    assert made.calls == 1
+    conditioner = _CountingNetwork(flows.CouplingConditioner(2, 3, [8], seed=4))
+    nvp = tfd.TransformedDistribution(
+        tfd.MultivariateNormalDiag(tf.zeros(5)),
+        one_pass.RealNVP(num_masked=-2, shift_and_log_scale_fn=conditioner),
+    )
+    nvp.log_prob(_fresh(y))
+    assert conditioner.calls == 1
+    bijector = nvp.bijector
+    # TFP keeps the negative count and a reversal flag: the last 2 units condition the rest.
+    assert (bijector._masked_size, bijector._reverse_mask) == (-2, True)

@@ -69,10 +69,10 @@ class VAEEndToEndTest(tf.test.TestCase):
             metrics = json.load(f)
         self.assertEqual(metrics["step"], 40)
         self.assertEqual(metrics["num_images"], 100)
-        # Bounds are ordered: ELBO <= IWAE_5 <= log p-hat (k = 20), all finite.
-        self.assertLessEqual(metrics["elbo"], metrics["iwae_bound_k5"] + 1e-3)
-        self.assertLessEqual(metrics["iwae_bound_k5"], metrics["log_likelihood"] + 1e-3)
+        # The bounds' arithmetic is checked against NumPy in test_evaluation.py; here: the
+        # printed figure is the stored one.
         self.assertTrue(np.isfinite(metrics["nll"]))
+        self.assertIn(f"{metrics['nll']:.2f}", self.proc.stdout)
         with open(os.path.join(self.run_dir, "flags.json")) as f:
             info = json.load(f)
         self.assertIn("tensorflow", info["versions"])
@@ -365,6 +365,9 @@ class VAEEndToEndTest(tf.test.TestCase):
         )
         with open(os.path.join(run_dir, "metrics.json")) as f:
             metrics = json.load(f)
+        # The SNR itself is checked against a closed form in test_evaluation.py; here: one SNR
+        # per data point over 8 draws, on 100 images, for both parameter groups.
+        self.assertEqual(metrics["gradient_snr_num_images"], 100)
+        self.assertEqual(metrics["gradient_snr_repeats"], 8)
         for name in ("gradient_snr_inference", "gradient_snr_generative"):
-            self.assertGreater(metrics[name], 0.0)
             self.assertTrue(np.isfinite(metrics[name]))

