@@ -15,7 +15,7 @@ TFP's bijector cache, the way TFP's own `tfb.FFJORD` does
 `forward`) fills the cache entry that `inverse_log_det_jacobian` and
 `forward_log_det_jacobian` read. Values and gradients equal the parent
 classes' (tests/flows/test_one_pass.py); a training step's graph has half the
-matmuls; MAF(5) on MNIST trains 1.5x (XLA) to 1.7x (tf.function) faster on 2
+matmuls; MAF(5) on MNIST trains 1.4x (XLA) to 1.7x (tf.function) faster on 2
 CPU cores (benchmarks/flows_step.py).
 
 This leans on TFP internals (`cache_util`, the parents' `_bijector_fn`, `_masked_size`,

@@ -70,7 +70,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     c.optimizer.final_fraction = 0.1
     c.optimizer.beta_1 = 0.9  # the paper's text (the IWAE code, yburda/iwae, uses 0.99)
     c.optimizer.beta_2 = 0.999
-    c.optimizer.epsilon = 1e-4  # YB, NB
+    c.optimizer.epsilon = 1e-4  # Burda sec. 5 (and the IWAE code)
 
     c.loop = training.loop_config()
 
