@@ -1,0 +1,25 @@
+r"""Evaluates a SCAE run: unsupervised (k-means + Hungarian) and linear-probe accuracy of object
+presences on train and test, written to metrics.json.
+
+  python -m scae.evaluate --run_dir=results/scae/1
+"""
+
+from absl import app, flags
+
+from common import cli
+from scae import evaluation as scae_evaluation
+
+flags.DEFINE_string("run_dir", None, "Run folder to evaluate, e.g. results/scae/1.")
+flags.DEFINE_string("checkpoint", "", "Checkpoint prefix; default the newest in --run_dir.")
+flags.mark_flag_as_required("run_dir")
+FLAGS = flags.FLAGS
+
+
+def main(argv):
+    cli.no_extra_args(argv)
+    metrics = cli.run_or_fail(scae_evaluation.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None)
+    print(scae_evaluation.format_metrics(FLAGS.run_dir, metrics))
+
+
+if __name__ == "__main__":
+    app.run(main)

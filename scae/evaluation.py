@@ -1,0 +1,103 @@
+"""Evaluation of a SCAE run (Kosiorek et al. 2019, sec. 4.1): unsupervised accuracy (LIN-MATCH)
+of k-means on object presences and the linear probes (LIN-PRED), on train and test.
+
+For prior presences (`u_k = max_m a_k a_{k,m}`) and posterior masses (`v_k`), k-means with each
+`eval.clusters` count is fitted on the training images' features (`eval.num_train_images`, 0:
+all), matched to labels there, and scored on train and test (`scae.clustering`). The probes are
+the two linear classifiers trained online on stop-gradient presences. Presence noise at
+evaluation follows `eval.presence_noise` (the reference code always adds it).
+
+Writes `metrics.json` and TensorBoard scalars under `<run_dir>/test`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from common import experiment, summaries
+from scae import clustering, data
+from scae import experiment as scae_experiment
+
+
+def evaluate_run(run_dir: str, checkpoint_path: str | None = None) -> dict[str, Any]:
+    """Evaluates a run's newest (or given) checkpoint; returns and writes the metrics.
+
+    Raises:
+      common.experiment.RunError: bad run folder or checkpoint.
+    """
+    restored = experiment.load_from_checkpoint(run_dir, checkpoint_path)
+    config, scae = restored.config, restored.model
+    splits = data.load(
+        config.data.data_dir or None, config.data.source, config.data.validation_size
+    )
+    noise = tf.constant([config.seed, 77], tf.int32) if config.eval.presence_noise else None
+    features = {}
+    for name, split, num in (
+        ("train", splits.train, config.eval.num_train_images),
+        ("test", splits.test, config.eval.num_test_images),
+    ):
+        subset = data.Split(split.images[:num], split.labels[:num]) if num else split
+        logging.info("Collecting presences of %d %s images.", len(subset.images), name)
+        # Training images get the fixed evaluation shifts too, so the features are repeatable.
+        features[name] = scae_experiment.presences(
+            scae, data.eval_dataset(subset, config.eval.batch_size), noise
+        )
+    metrics: dict[str, Any] = {
+        "step": restored.step,
+        "checkpoint": restored.checkpoint_path,
+        "num_train_images": int(len(features["train"]["label"])),
+        "num_test_images": int(len(features["test"]["label"])),
+        "test_rec_ll": float(features["test"]["rec_ll"].mean()),
+        "test_part_log_prob": float(features["test"]["part_log_prob"].mean()),
+    }
+    train, test = features["train"], features["test"]
+    for kind in ("prior", "posterior"):
+        for q in config.eval.clusters:
+            result = clustering.kmeans_accuracy(
+                train[kind],
+                train["label"],
+                {"train": (train[kind], train["label"]), "test": (test[kind], test["label"])},
+                num_clusters=q,
+                num_classes=config.data.num_classes,
+                seed=config.seed,
+            )
+            for split_name, accuracy in result.accuracy.items():
+                metrics[f"{split_name}_{kind}_kmeans{q}_accuracy"] = accuracy
+        for split_name, values in features.items():
+            metrics[f"{split_name}_{kind}_probe_accuracy"] = float(
+                np.mean(values[f"{kind}_probe"] == values["label"])
+            )
+    experiment.write_json(os.path.join(run_dir, "metrics.json"), metrics)
+    summaries.write_test_metrics(run_dir, metrics, restored.step)
+    return metrics
+
+
+def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
+    """A short human-readable summary of `evaluate_run`'s metrics."""
+    lines = [
+        f"SCAE results for {run_dir} (step {metrics['step']}; k-means fitted on "
+        f"{metrics['num_train_images']} training images, {metrics['num_test_images']} test "
+        "images):"
+    ]
+    for kind in ("prior", "posterior"):
+        for name in sorted(k for k in metrics if k.startswith(f"test_{kind}_kmeans")):
+            q = name[len(f"test_{kind}_kmeans") : -len("_accuracy")]
+            lines.append(
+                f"  {kind} presences, {q} clusters: test {metrics[name]:.4f}, train "
+                f"{metrics[f'train_{kind}_kmeans{q}_accuracy']:.4f}"
+            )
+        lines.append(
+            f"  {kind} linear probe: test {metrics[f'test_{kind}_probe_accuracy']:.4f}, train "
+            f"{metrics[f'train_{kind}_probe_accuracy']:.4f}"
+        )
+    lines.append(
+        f"  test image log-likelihood {metrics['test_rec_ll']:.1f} nats, part log-likelihood "
+        f"{metrics['test_part_log_prob']:.2f} nats"
+    )
+    lines.append(f"  written to {os.path.join(run_dir, 'metrics.json')}")
+    return "\n".join(lines)

@@ -1,0 +1,51 @@
+r"""Trains a Stacked Capsule Autoencoder on 40x40 shifted MNIST.
+
+  python -m scae.train --config=scae/configs/mnist.py:cpu
+  python -m scae.train --config=scae/configs/mnist.py:reference    # the released script's setup
+  python -m scae.train --config=scae/configs/mnist.py:cpu --resume  # continue the newest run
+
+Each run goes to <results_dir>/<run_name>/<N>/ (config, checkpoints, TensorBoard events: the
+likelihoods, sparsity terms, probe accuracies, and every `loop.eval_every` steps the validation
+k-means accuracy; images: inputs, reconstructions, differences, templates). When training ends
+the test figures are computed (scae.evaluate) and printed.
+"""
+
+from absl import app, flags
+from ml_collections import config_flags
+
+from common import cli, training
+from scae import evaluation as scae_evaluation
+from scae import experiment as scae_experiment
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config",
+    "scae/configs/mnist.py:cpu",
+    "Config file and variant (paper, reference, cpu, smoke), e.g. scae/configs/mnist.py:cpu. "
+    "Override any field with --config.<field>=<value>, e.g. --config.model.num_parts=40; every "
+    "field is listed with a comment in scae/configs/mnist.py, and an unknown field is an error.",
+    lock_config=True,
+)
+cli.define_run_flags("scae")
+flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
+FLAGS = flags.FLAGS
+
+
+def _train_and_evaluate():
+    config, run_dir, resume_from = cli.prepare_run(
+        _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
+    )
+    result = training.train(config, run_dir, scae_experiment.build_task, resume_from)
+    if result.interrupted or not config.eval.after_training:
+        return None
+    return run_dir, scae_evaluation.evaluate_run(run_dir)
+
+
+def main(argv):
+    cli.no_extra_args(argv)
+    out = cli.run_or_fail(_train_and_evaluate)
+    if out is not None:
+        print(scae_evaluation.format_metrics(*out))
+
+
+if __name__ == "__main__":
+    app.run(main)
