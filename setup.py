@@ -25,6 +25,8 @@ setuptools.setup(
         "ml-collections>=1.0",
         "tensorflow-datasets>=4.9",
         "numpy>=1.26",
+        "scipy>=1.11",  # scae.clustering: Hungarian matching
+        "scikit-learn>=1.4",  # scae.clustering: k-means
         "matplotlib>=3.8",  # flows.toy figures
         "tqdm>=4.66",
         # TFP's version check imports distutils (TFP #1693).
@@ -34,12 +36,10 @@ setuptools.setup(
         # The MAF paper's UCI data (flows.uci): GAS is a pandas pickle, BSDS300 an HDF5 file.
         "uci": ["pandas>=1.5", "h5py>=3.8"],
         # With the uci extra, so that the GAS and BSDS300 loaders are tested too.
-        # SciPy: independent references in the tests (logsumexp, statistics) only.
         "test": [
             "pytest>=8",
             "pytest-xdist>=3.5",
             "ruff>=0.6",
-            "scipy>=1.11",
             "pandas>=1.5",
             "h5py>=3.8",
         ],

@@ -11,13 +11,18 @@ from scae import evaluation as scae_evaluation
 
 flags.DEFINE_string("run_dir", None, "Run folder to evaluate, e.g. results/scae/1.")
 flags.DEFINE_string("checkpoint", "", "Checkpoint prefix; default the newest in --run_dir.")
+flags.DEFINE_bool(
+    "plot", True, "Also write templates.png, reconstructions.png and accuracy_curve.png."
+)
 flags.mark_flag_as_required("run_dir")
 FLAGS = flags.FLAGS
 
 
 def main(argv):
     cli.no_extra_args(argv)
-    metrics = cli.run_or_fail(scae_evaluation.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None)
+    metrics = cli.run_or_fail(
+        scae_evaluation.evaluate_run, FLAGS.run_dir, FLAGS.checkpoint or None, FLAGS.plot
+    )
     print(scae_evaluation.format_metrics(FLAGS.run_dir, metrics))
 
 

@@ -20,12 +20,16 @@ import tensorflow as tf
 from absl import logging
 
 from common import experiment, summaries
-from scae import clustering, data
+from scae import clustering, data, plots
 from scae import experiment as scae_experiment
 
 
-def evaluate_run(run_dir: str, checkpoint_path: str | None = None) -> dict[str, Any]:
-    """Evaluates a run's newest (or given) checkpoint; returns and writes the metrics.
+def evaluate_run(
+    run_dir: str, checkpoint_path: str | None = None, plot: bool = True
+) -> dict[str, Any]:
+    """Evaluates a run's newest (or given) checkpoint; returns and writes the metrics, and with
+    `plot` the PNGs `templates.png`, `reconstructions.png` and `accuracy_curve.png` in the run
+    folder (listed in the metrics' `figures`).
 
     Raises:
       common.experiment.RunError: bad run folder or checkpoint.
@@ -72,9 +76,24 @@ def evaluate_run(run_dir: str, checkpoint_path: str | None = None) -> dict[str, 
             metrics[f"{split_name}_{kind}_probe_accuracy"] = float(
                 np.mean(values[f"{kind}_probe"] == values["label"])
             )
+    if plot:
+        metrics["figures"] = _plot(scae, splits.test, run_dir)
     experiment.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     summaries.write_test_metrics(run_dir, metrics, restored.step)
     return metrics
+
+
+def _plot(scae, test: data.Split, run_dir: str) -> list[str]:
+    decoder = scae.template_decoder
+    plots.save_templates(decoder.templates.numpy(), os.path.join(run_dir, "templates.png"))
+    x = tf.constant(data.fixed_shift(test.images[:8])[..., None] / 255.0, tf.float32)
+    out = scae(x)
+    recon = decoder.reconstruction(out.rendered, out.parts.presence_logit).numpy()
+    plots.save_reconstructions(
+        x.numpy(), np.clip(recon, 0, 1), os.path.join(run_dir, "reconstructions.png")
+    )
+    plots.save_accuracy_curve(run_dir, os.path.join(run_dir, "accuracy_curve.png"))
+    return ["templates.png", "reconstructions.png", "accuracy_curve.png"]
 
 
 def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
@@ -99,5 +118,7 @@ def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
         f"  test image log-likelihood {metrics['test_rec_ll']:.1f} nats, part log-likelihood "
         f"{metrics['test_part_log_prob']:.2f} nats"
     )
+    if metrics.get("figures"):
+        lines.append(f"  figures: {', '.join(metrics['figures'])}")
     lines.append(f"  written to {os.path.join(run_dir, 'metrics.json')}")
     return "\n".join(lines)

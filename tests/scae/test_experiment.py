@@ -1,0 +1,119 @@
+"""End to end on real 40x40 shifted MNIST with the `smoke` config, through the binaries
+(`scae.train`, then `scae.evaluate`), plus the model's loss terms and variants."""
+
+import json
+import os
+import shutil
+import tempfile
+
+import tensorflow as tf
+from absl.testing import parameterized
+from tensorboard.backend.event_processing import event_accumulator
+
+from common import experiment
+from scae import data, model
+from scae import experiment as scae_experiment
+from scae.configs import mnist as mnist_configs
+from tests import binaries
+
+
+def _scalars(path, tag):
+    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
+    acc.Reload()
+    return acc, [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+
+
+class SCAEEndToEndTest(tf.test.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        super().setUpClass()
+        cls.results = tempfile.mkdtemp(prefix="scae_e2e_")
+        cls.proc = binaries.run(
+            "scae.train",
+            "--config=scae/configs/mnist.py:smoke",
+            "--config.loop.num_steps=40",
+            "--config.eval.after_training=False",
+            f"--results_dir={cls.results}",
+            "--run_name=smoke",
+        )
+        cls.run_dir = os.path.join(cls.results, "smoke", "1")
+
+    @classmethod
+    def tearDownClass(cls):
+        shutil.rmtree(cls.results, ignore_errors=True)
+        super().tearDownClass()
+
+    def test_the_loss_decreases(self):
+        _, loss = _scalars(os.path.join(self.run_dir, "train"), "loss/model")
+        self.assertEqual([s for s, _ in loss], [10, 20, 30, 40])
+        self.assertLess(loss[-1][1], loss[0][1] - 10.0, loss)
+
+    def test_tensorboard_images_and_validation_accuracy(self):
+        acc, _ = _scalars(os.path.join(self.run_dir, "train"), "loss/model")
+        tags = set(acc.Tags()["tensors"])
+        for tag in ("input", "reconstruction", "difference", "templates", "rec_ll"):
+            self.assertIn(tag, tags)
+        _, val = _scalars(os.path.join(self.run_dir, "validation"), "prior_kmeans_accuracy")
+        self.assertEqual([s for s, _ in val], [10, 20, 30, 40])
+        self.assertTrue(all(0.0 <= v <= 1.0 for _, v in val))
+
+    def test_evaluate_writes_metrics(self):
+        proc = binaries.run("scae.evaluate", f"--run_dir={self.run_dir}")
+        self.assertIn("prior presences, 10 clusters", proc.stdout)
+        with open(os.path.join(self.run_dir, "metrics.json")) as f:
+            m = json.load(f)
+        self.assertEqual((m["step"], m["num_train_images"], m["num_test_images"]), (40, 300, 200))
+        for kind in ("prior", "posterior"):
+            for split in ("train", "test"):
+                self.assertBetween(m[f"{split}_{kind}_kmeans10_accuracy"], 0.0, 1.0)
+        for png in ("templates.png", "reconstructions.png", "accuracy_curve.png"):
+            self.assertIn(png, m["figures"])
+            self.assertGreater(os.path.getsize(os.path.join(self.run_dir, png)), 1000)
+        restored = experiment.load_from_checkpoint(self.run_dir)
+        self.assertEqual(restored.step, 40)
+
+
+class LossTest(tf.test.TestCase, parameterized.TestCase):
+    def test_loss_is_the_sum_of_its_terms(self):
+        config = mnist_configs.get_config("smoke")
+        scae = scae_experiment.build_model(config)
+        x = tf.random.stateless_uniform([6, data.CANVAS_SIZE, data.CANVAS_SIZE, 1], [1, 2])
+        labels = tf.constant([0, 1, 2, 3, 4, 5], tf.int64)
+        out = scae(x)
+        loss, metrics = model.loss_terms(out, labels, config.loss)
+        w, s = config.loss, out.sparsity
+        expected = (
+            -out.rec_ll
+            - w.part_likelihood * out.part_likelihood.log_prob
+            + w.dynamic_l2 * out.dynamic_l2
+            + w.prior_within * s.prior_within
+            + w.prior_between * s.prior_between
+            + w.posterior_within * s.posterior_within
+            - w.posterior_between * s.posterior_between
+            + metrics["prior_probe_xent"]
+            + metrics["posterior_probe_xent"]
+        )
+        self.assertAllClose(loss, expected, rtol=1e-6)
+        # The probes see stop-gradient presences: their loss moves no capsule parameter.
+        with tf.GradientTape() as tape:
+            out = scae(x)
+            xent = tf.reduce_sum(model.loss_terms(out, labels, config.loss)[1]["prior_probe_xent"])
+        grads = tape.gradient(xent, scae.trainable_variables)
+        moved = {
+            v.name for v, g in zip(scae.trainable_variables, grads, strict=True) if g is not None
+        }
+        self.assertTrue(moved and all("probe" in n for n in moved), moved)
+
+    @parameterized.parameters(*mnist_configs.VARIANTS)
+    def test_variants_build(self, variant):
+        config = mnist_configs.get_config(variant)
+        self.assertEqual(config.experiment, "scae.experiment")
+        if variant == "reference":
+            self.assertEqual((config.model.num_parts, config.model.num_objects), (40, 32))
+            self.assertEqual(config.optimizer.learning_rate, 3e-5)
+        if variant == "paper":
+            self.assertEqual((config.model.num_parts, config.model.num_objects), (24, 24))
+
+
+if __name__ == "__main__":
+    tf.test.main()
