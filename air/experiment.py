@@ -1,7 +1,9 @@
-"""Wiring of the AIR experiments: data, model, estimators, optimizers, evaluation.
+"""Wiring of the AIR experiments: the model from a config and the training task.
 
 The generic loop in `common.training` runs `AIRTask`; `air.train` and
-`air.evaluate` are thin binaries around `build_task` and `evaluate_run`.
+`air.evaluate` are thin binaries around `build_task` and
+`air.evaluation.evaluate_run`. The losses of one batch are in `air.objective`,
+the multi-MNIST data in `air.data`, pictures in `air.plots`.
 
 Objectives (config `objective`), all per example and minimized:
 

@@ -1,8 +1,9 @@
 """Checks that the Bazel BUILD files describe the repository truly (tests/test_build.py).
 
 A BUILD file here is a list of rule calls (`py_library`, `py_binary`, `py_test`, `package`,
-`exports_files`) with literal arguments, which Python can read as well as Bazel; `read_targets`
-evaluates each one with functions that record the targets instead of building them.
+`exports_files`), possibly inside a list comprehension over a literal table, which Python can
+read as well as Bazel (Starlark is a subset of Python); `read_targets` evaluates each file with
+functions that record the targets instead of building them.
 
 `problems(root)` lists, one line each:
 - a Python file under a source folder that no target lists in its `srcs`;
@@ -52,7 +53,7 @@ def read_targets(root: str) -> list[Target]:
         names = {"py_library": rule, "py_binary": rule, "py_test": rule}
         names.update(package=lambda **kw: None, exports_files=lambda *a, **kw: None)
         with open(path) as f:
-            exec(compile(f.read(), path, "exec"), {"__builtins__": {}}, names)  # noqa: S102
+            exec(compile(f.read(), path, "exec"), {"__builtins__": {}, **names})  # noqa: S102
     return targets
 
 

@@ -10,9 +10,10 @@ A model with L stochastic layers z_1..z_L factorizes as
 and `IWAEModel.log_weights` returns `log w = log p(x, z) - log q(z | x)` for K
 reparameterized samples, the input of every estimator in `vae.estimators`.
 
-q(z_1 | x) is a diagonal Gaussian (`GaussianMLP`, the paper's model) or, with
+q(z_1 | x) is a diagonal Gaussian (`vae.mlps.GaussianMLP`, the paper's model) or, with
 `make_model(..., posterior="planar" | "radial" | "iaf")`, a normalizing flow on
-top of one (`FlowPosteriorMLP`): z_1 = f_K o ... o f_1(z_0), z_0 ~ q_0(z_0 | x),
+top of one (`vae.flow_posteriors.FlowPosteriorMLP`): z_1 = f_K o ... o f_1(z_0),
+z_0 ~ q_0(z_0 | x),
 
     log q_K(z_1 | x) = log q_0(z_0 | x) - sum_k log |det df_k / dz_{k-1}|
 
