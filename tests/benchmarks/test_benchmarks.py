@@ -23,6 +23,11 @@ TINY = {
         "--vimco_particles=2",
         "--modes=eager,function",
     ],
+    "scae_step.py": [
+        "--variant=smoke",
+        "--batch_size=4",
+        "--modes=eager,function,xla",
+    ],
     "flows_step.py": [
         "--event_size=6",
         "--hidden_units=8,8",
