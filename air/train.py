@@ -12,18 +12,15 @@ of steps and gradient variance, printed and written to metrics.json.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from air import evaluation as air_evaluation
 from air import experiment as air_experiment
 from common import cli, training
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
+_CONFIG = cli.define_config(
     "air/configs/air.py:cpu",
     "Config file and variant (paper, vimco, cpu, smoke), e.g. air/configs/air.py:reference. "
     "Override any field with --config.<field>=<value>, e.g. --config.objective.centering=False.",
-    lock_config=True,
 )
 cli.define_run_flags("air")
 flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
@@ -48,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

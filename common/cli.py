@@ -7,12 +7,67 @@ import sys
 
 import ml_collections
 from absl import app, flags, logging
+from ml_collections import config_flags
 
 from common import experiment, training
 from common.data import mnist
 
 # Errors about the user's input, files or run (not bugs): reported in one line.
 USER_ERRORS = (experiment.RunError, mnist.DataError, training.NonFiniteError, ValueError)
+
+
+def _one_line(error: Exception) -> str:
+    """The last meaningful line of an exception's message (ml_collections wraps its hint, e.g.
+    `Did you mean "num_samples"`, in a KeyError inside an AttributeError)."""
+    text = str(error)
+    if "\\n" in text:  # an escaped message, repr'd by the wrapping exception
+        text = text.encode().decode("unicode_escape")
+    lines = [line.strip(" '\"") for line in text.splitlines() if line.strip(" '\"")]
+    return lines[-1] if lines else type(error).__name__
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing for the binaries (`app.run(main, flags_parser=cli.parse_flags)`), with
+    one line, not a traceback, for a bad `--config.<field>=<value>` override.
+
+    An unknown flag or a bad flag value gets absl's usual message; an unknown config field or a
+    value of the wrong type (raised from inside `ml_collections` while the flags are parsed) gets
+    `error: --config...: <what is wrong>`. Both exit with status 1 before anything runs.
+    """
+    try:
+        return flags.FLAGS(argv)
+    except flags.Error as e:
+        lines = [line for line in str(e).splitlines() if line.strip()]
+        # ml_collections embeds a config file's whole traceback: keep its first and last lines.
+        text = lines[0] if len(lines) <= 1 else f"{lines[0]} {lines[-1]}"
+        sys.stderr.write(f"FATAL Flags parsing error: {text}\n")
+        sys.stderr.write("Pass --helpshort or --helpfull to see help on flags.\n")
+        sys.exit(1)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        _bad_override(e, argv)
+
+
+def _bad_override(error: Exception, argv: list[str]) -> None:
+    overrides = [a for a in argv[1:] if a.startswith("--config.")]
+    where = f" in {' '.join(overrides)}" if overrides else ""
+    message = _one_line(error)
+    if isinstance(error, (AttributeError, KeyError)) and "Did you mean" not in message:
+        message = f"the config has no field {message!r}"
+    sys.stderr.write(f"error: bad --config override{where}: {message}\n")
+    sys.exit(1)
+
+
+def define_config(default: str, help_text: str):
+    """`--config`, a config file and variant with `--config.<field>=<value>` overrides.
+
+    `ml_collections` applies the overrides when the flag is defined (it reads them from
+    `sys.argv`), so an unknown field or a wrong type surfaces here, at import: it becomes one line
+    on stderr and exit status 1 (`parse_flags` does the same for errors found while parsing).
+    """
+    try:
+        return config_flags.DEFINE_config_file("config", default, help_text, lock_config=True)
+    except (AttributeError, KeyError, TypeError, ValueError) as e:
+        _bad_override(e, sys.argv)
 
 
 def define_run_flags(default_run_name: str) -> None:

@@ -14,7 +14,6 @@ and written to metrics.json (toys: also density.png and samples.png).
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from common import cli
 from flows import evaluation as flows_evaluation
@@ -22,15 +21,13 @@ from flows import experiment as flows_experiment
 from flows.configs import mnist as mnist_configs
 from flows.configs import uci as uci_configs
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
+_CONFIG = cli.define_config(
     "flows/configs/mnist.py:maf5",
     "Config file and variant, e.g. flows/configs/mnist.py:maf5 "
     f"({', '.join(mnist_configs.VARIANTS)}), flows/configs/uci.py:power "
     f"({', '.join(uci_configs.VARIANTS)}) or flows/configs/toy.py:two_moons (see that file). "
     "Override any field with --config.<field>=<value>, e.g. "
     "--config.early_stopping.patience_epochs=10.",
-    lock_config=True,
 )
 cli.define_run_flags("flows")
 flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
@@ -52,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

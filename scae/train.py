@@ -11,19 +11,16 @@ the test figures are computed (scae.evaluate) and printed.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from common import cli, training
 from scae import evaluation as scae_evaluation
 from scae import experiment as scae_experiment
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
+_CONFIG = cli.define_config(
     "scae/configs/mnist.py:cpu",
     "Config file and variant (paper, reference, cpu, smoke), e.g. scae/configs/mnist.py:cpu. "
     "Override any field with --config.<field>=<value>, e.g. --config.model.num_parts=40; every "
     "field is listed with a comment in scae/configs/mnist.py, and an unknown field is an error.",
-    lock_config=True,
 )
 cli.define_run_flags("scae")
 flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
@@ -48,4 +45,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

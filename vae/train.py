@@ -13,13 +13,11 @@ figures are printed and written to metrics.json.
 """
 
 from absl import app, flags
-from ml_collections import config_flags
 
 from common import cli, training
 from vae import experiment as vae_experiment
 
-_CONFIG = config_flags.DEFINE_config_file(
-    "config",
+_CONFIG = cli.define_config(
     "vae/configs/iwae.py:default",
     "Config file and variant (paper, cpu, default, smoke), e.g. vae/configs/iwae.py:cpu. "
     "Override any field with --config.<field>=<value>, e.g. --config.objective.num_samples=50 "
@@ -27,7 +25,6 @@ _CONFIG = config_flags.DEFINE_config_file(
     "--config.model.num_flows sets K); "
     "every field is listed with a comment in vae/configs/iwae.py, and an unknown field is an "
     "error.",
-    lock_config=True,
 )
 cli.define_run_flags("vae")
 flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
@@ -52,4 +49,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    app.run(main, flags_parser=cli.parse_flags)

@@ -266,8 +266,16 @@ class VAEEndToEndTest(tf.test.TestCase):
             check=False,
         )
         self.assertNotEqual(proc.returncode, 0)
-        self.assertIn("num_sampels", proc.stderr)
+        self.assertNotIn("Traceback", proc.stderr)
+        (line,) = [x for x in proc.stderr.splitlines() if "num_sampels" in x]
+        self.assertIn('Did you mean "num_samples"', line)
         self.assertFalse(os.path.exists(os.path.join(self.results, "bad")))
+
+    def test_bad_variant_is_one_line(self):
+        proc = binaries.run("vae.train", "--config=vae/configs/iwae.py:nope", check=False)
+        self.assertNotEqual(proc.returncode, 0)
+        self.assertNotIn("Traceback", proc.stderr)
+        self.assertIn("Unknown variant 'nope'", proc.stderr)
 
     def test_unknown_flag_is_a_clear_error(self):
         proc = binaries.run("vae.train", SMOKE, "--num_stepz=3", check=False)
