@@ -21,6 +21,7 @@ from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
+from scipy import ndimage
 
 from common.data import mnist as mnist_data
 from common.data import pipelines, transforms
@@ -132,3 +133,84 @@ def eval_dataset(split: Split, batch_size: int, seed: int = TEST_SHIFT_SEED):
     return pipelines.eval_dataset(
         split.images, batch_size, FIXED_SHIFT, seed=seed, labels=split.labels
     )
+
+
+# ------------------------------------------------------------------------------------------------
+# Viewpoint robustness: MNIST test digits under random affine transforms in affNIST's ranges
+# (Tieleman 2013; the SCAE blog post reports 92.2% on affine-transformed digits).
+
+AFFINE_ROTATION_DEG = 20.0  # rotation within +-20 degrees
+AFFINE_SHEAR = 0.2  # shear within +-0.2
+AFFINE_SCALE = (0.8, 1.2)  # per-axis scale
+AFFINE_SEED = 2013
+
+
+class AffineParams(NamedTuple):
+    """Per-image transform parameters, each `[N]`: rotation (radians), shear, x / y scales and
+    the digit centre's offset from the canvas centre (pixels)."""
+
+    rotation: np.ndarray
+    shear: np.ndarray
+    scale_x: np.ndarray
+    scale_y: np.ndarray
+    shift_x: np.ndarray
+    shift_y: np.ndarray
+
+
+def _linear(p: AffineParams, i: int) -> np.ndarray:
+    """The 2x2 map of image i in (row, column) order: rotation, then shear and scales."""
+    c, s = np.cos(p.rotation[i]), np.sin(p.rotation[i])
+    rotation = np.array([[c, -s], [s, c]])
+    shear_scale = np.array([[p.scale_y[i], 0.0], [p.shear[i] * p.scale_y[i], p.scale_x[i]]])
+    return shear_scale @ rotation
+
+
+def draw_affine_params(num: int, seed: int = AFFINE_SEED) -> AffineParams:
+    """Random rotation, shear and scales in the affNIST ranges, and a placement that keeps the
+    whole transformed 28x28 box on the 40x40 canvas (centred when it cannot move)."""
+    rng = np.random.default_rng(seed)
+    p = AffineParams(
+        rotation=np.deg2rad(rng.uniform(-AFFINE_ROTATION_DEG, AFFINE_ROTATION_DEG, num)),
+        shear=rng.uniform(-AFFINE_SHEAR, AFFINE_SHEAR, num),
+        scale_x=rng.uniform(*AFFINE_SCALE, num),
+        scale_y=rng.uniform(*AFFINE_SCALE, num),
+        shift_x=np.zeros(num),
+        shift_y=np.zeros(num),
+    )
+    half = (DIGIT_SIZE - 1) / 2
+    corners = np.array([[-half, -half], [-half, half], [half, -half], [half, half]])
+    u = rng.uniform(-1.0, 1.0, size=(num, 2))
+    for i in range(num):
+        extent = np.abs(corners @ _linear(p, i).T).max(axis=0)  # (rows, columns) half-extents
+        room = np.maximum((CANVAS_SIZE - 1) / 2 - extent, 0.0)
+        p.shift_y[i], p.shift_x[i] = u[i] * room
+    return p
+
+
+def affine_transform(images: np.ndarray, params: AffineParams) -> np.ndarray:
+    """uint8 `[N, 28, 28]` digits -> float32 `[N, 40, 40]` intensities in [0, 1], each digit
+    transformed about its centre by `params` and placed on the canvas (bilinear,
+    `scipy.ndimage.affine_transform`)."""
+    out = np.zeros([len(images), CANVAS_SIZE, CANVAS_SIZE], np.float32)
+    centre_in = np.full(2, (DIGIT_SIZE - 1) / 2)
+    centre_out = np.full(2, (CANVAS_SIZE - 1) / 2)
+    for i, image in enumerate(np.asarray(images, np.float32) / 255.0):
+        inverse = np.linalg.inv(_linear(params, i))
+        shift = np.array([params.shift_y[i], params.shift_x[i]])
+        offset = centre_in - inverse @ (
+            centre_out + shift
+        )  # output pixel o reads inverse o + offset
+        out[i] = ndimage.affine_transform(
+            image, inverse, offset=offset, output_shape=(CANVAS_SIZE, CANVAS_SIZE), order=1
+        )
+    return np.clip(out, 0.0, 1.0)
+
+
+def affine_eval_dataset(split: Split, batch_size: int, seed: int = AFFINE_SEED):
+    """One in-order pass over `split` under `draw_affine_params(len, seed)` transforms:
+    `{"image": float32 [b, 40, 40, 1], "label": int64 [b]}`."""
+    images = affine_transform(split.images, draw_affine_params(len(split.images), seed))
+    ds = tf.data.Dataset.from_tensor_slices(
+        {"image": images[..., np.newaxis], "label": np.asarray(split.labels, np.int64)}
+    )
+    return ds.batch(batch_size)

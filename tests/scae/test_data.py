@@ -68,5 +68,57 @@ class PipelineTest(tf.test.TestCase):
         self.assertAllClose(images, data.fixed_shift(test.images[:50]) / 255.0)
 
 
+class AffineTest(tf.test.TestCase):
+    def _params(self, n, **overrides):
+        base = dict(
+            rotation=np.zeros(n),
+            shear=np.zeros(n),
+            scale_x=np.ones(n),
+            scale_y=np.ones(n),
+            shift_x=np.zeros(n),
+            shift_y=np.zeros(n),
+        )
+        base.update(overrides)
+        return data.AffineParams(**base)
+
+    def test_identity_centres_the_digit(self):
+        images = _mnist().test.images[:5]
+        out = data.affine_transform(images, self._params(5))
+        expected = np.zeros([5, 40, 40], np.float32)
+        expected[:, 6:34, 6:34] = images / 255.0
+        self.assertAllClose(out, expected, atol=1e-6)
+
+    def test_quarter_turn_and_integer_shift_against_numpy(self):
+        images = _mnist().test.images[:3]
+        turned = data.affine_transform(images, self._params(3, rotation=np.full(3, np.pi / 2)))
+        shifted = data.affine_transform(
+            images, self._params(3, shift_x=np.full(3, 4.0), shift_y=np.full(3, -2.0))
+        )
+        for i in range(3):
+            canvas = np.zeros([40, 40])
+            canvas[6:34, 6:34] = images[i] / 255.0
+            # In (row, column) coordinates [[0, -1], [1, 0]] sends the pixel right of the centre
+            # to the one above it: a counterclockwise quarter turn on screen, numpy's rot90.
+            self.assertAllClose(turned[i], np.rot90(canvas, k=1), atol=1e-5)
+            self.assertAllClose(shifted[i], np.roll(np.roll(canvas, -2, 0), 4, 1), atol=1e-6)
+
+    def test_random_transforms_stay_in_range_and_on_the_canvas(self):
+        images = _mnist().test.images[:300]
+        p = data.draw_affine_params(300)
+        self.assertAllInRange(np.rad2deg(p.rotation), -20.0, 20.0)
+        self.assertAllInRange(p.shear, -0.2, 0.2)
+        self.assertAllInRange(p.scale_x, 0.8, 1.2)
+        out = data.affine_transform(images, p)
+        # Bilinear resampling keeps the ink up to the area change |det A| = s_x s_y: nothing
+        # falls off the canvas.
+        ratio = out.reshape(300, -1).sum(1) / (images.reshape(300, -1).sum(1) / 255.0)
+        self.assertAllClose(ratio, p.scale_x * p.scale_y, rtol=0.06)
+        batches = list(
+            data.affine_eval_dataset(data.Split(images, _mnist().test.labels[:300]), 128)
+        )
+        self.assertEqual([len(b["label"]) for b in batches], [128, 128, 44])
+        self.assertAllClose(np.concatenate([b["image"][..., 0] for b in batches]), out)
+
+
 if __name__ == "__main__":
     tf.test.main()

@@ -64,7 +64,7 @@ class SCAEEndToEndTest(tf.test.TestCase):
             m = json.load(f)
         self.assertEqual((m["step"], m["num_train_images"], m["num_test_images"]), (40, 300, 200))
         for kind in ("prior", "posterior"):
-            for split in ("train", "test"):
+            for split in ("train", "test", "affine_test"):
                 self.assertBetween(m[f"{split}_{kind}_kmeans10_accuracy"], 0.0, 1.0)
         for png in ("templates.png", "reconstructions.png", "accuracy_curve.png"):
             self.assertIn(png, m["figures"])
