@@ -1,5 +1,8 @@
 """UCI POWER, GAS, HEPMASS, MINIBOONE and BSDS300 as preprocessed for the MAF paper.
 
+(One cohesive job, the five data sets' readers and preprocessing side by side, hence a little
+over 500 lines.)
+
 Papamakarios, Pavlakou & Murray (2017), "Masked Autoregressive Flow for Density Estimation",
 sec. 4.2 and appendix. The data are the authors' preprocessed archive, Zenodo
 record 1161203 (https://zenodo.org/record/1161203, file `data.tar.gz`), which cannot be downloaded
