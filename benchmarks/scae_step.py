@@ -76,7 +76,6 @@ def _forward_shares(scae: model.SCAE, x: tf.Tensor, repeats: int) -> dict[str, f
     """Seconds per forward pass of each part (tf.function), and of the whole model."""
     caps = scae.part_encoder(x)
     affine = geometry.raw_to_affine(caps.pose_raw)
-    rendered = scae.template_decoder.render(affine, scae.image_shape)
     poses = objects.flatten_pose(affine)
     ocae_in = scae._ocae_input(caps, poses)
     features = scae.set_transformer(ocae_in, caps.presence)
@@ -105,7 +104,6 @@ def _forward_shares(scae: model.SCAE, x: tf.Tensor, repeats: int) -> dict[str, f
             out = f()
         out.numpy()
         seconds[name] = (time.perf_counter() - start) / repeats
-    del rendered
     return seconds
 
 

@@ -102,6 +102,11 @@ class ShiftedMnist(NamedTuple):
     test: Split
 
 
+def prefix(split: Split, num: int) -> Split:
+    """The first `num` images of `split` (0: all of it)."""
+    return Split(split.images[:num], split.labels[:num]) if num else split
+
+
 def load(data_dir: str | None = None, source: str = "auto", validation_size: int = 5_000):
     """MNIST with the last `validation_size` training images as validation (module docstring).
 

@@ -44,25 +44,19 @@ def evaluate_run(
         config.data.data_dir or None, config.data.source, config.data.validation_size
     )
     noise = tf.constant([config.seed, 77], tf.int32) if config.eval.presence_noise else None
+    train = data.prefix(splits.train, config.eval.num_train_images)
+    test = data.prefix(splits.test, config.eval.num_test_images)
+    batch = config.eval.batch_size
+    # Training images get the fixed evaluation shifts too, so the features are repeatable.
+    datasets = {
+        "train": data.eval_dataset(train, batch),
+        "test": data.eval_dataset(test, batch),
+        "affine_test": data.affine_eval_dataset(test, batch),
+    }
     features = {}
-    for name, split, num in (
-        ("train", splits.train, config.eval.num_train_images),
-        ("test", splits.test, config.eval.num_test_images),
-    ):
-        subset = data.Split(split.images[:num], split.labels[:num]) if num else split
-        logging.info("Collecting presences of %d %s images.", len(subset.images), name)
-        # Training images get the fixed evaluation shifts too, so the features are repeatable.
-        features[name] = scae_experiment.presences(
-            scae, data.eval_dataset(subset, config.eval.batch_size), noise
-        )
-    test_split = data.Split(
-        splits.test.images[: config.eval.num_test_images or None],
-        splits.test.labels[: config.eval.num_test_images or None],
-    )
-    logging.info("Collecting presences of the affine-transformed test images.")
-    features["affine_test"] = scae_experiment.presences(
-        scae, data.affine_eval_dataset(test_split, config.eval.batch_size), noise
-    )
+    for name, dataset in datasets.items():
+        logging.info("Collecting object presences of the %s images.", name)
+        features[name] = scae_experiment.presences(scae, dataset, noise)
     metrics: dict[str, Any] = {
         "step": restored.step,
         "checkpoint": restored.checkpoint_path,
@@ -71,12 +65,12 @@ def evaluate_run(
         "test_rec_ll": float(features["test"]["rec_ll"].mean()),
         "test_part_log_prob": float(features["test"]["part_log_prob"].mean()),
     }
-    train = features["train"]
+    fit = features["train"]
     for kind in ("prior", "posterior"):
         for q in config.eval.clusters:
             result = clustering.kmeans_accuracy(
-                train[kind],
-                train["label"],
+                fit[kind],
+                fit["label"],
                 {name: (values[kind], values["label"]) for name, values in features.items()},
                 num_clusters=q,
                 num_classes=config.data.num_classes,

@@ -84,10 +84,6 @@ def make_optimizer(config: ml_collections.ConfigDict) -> tf_keras.optimizers.Opt
     return optimizers.make_optimizer(opt, lr)
 
 
-def _prefix(split: data.Split, num: int) -> data.Split:
-    return data.Split(split.images[:num], split.labels[:num]) if num else split
-
-
 def presences(
     scae: model.SCAE, dataset: tf.data.Dataset, noise_seed: tf.Tensor | None = None
 ) -> dict[str, np.ndarray]:
@@ -136,7 +132,7 @@ class SCAETask:
         )
 
     def validation_dataset(self) -> tf.data.Dataset:
-        split = _prefix(self.data.validation, self.config.eval.num_validation_images)
+        split = data.prefix(self.data.validation, self.config.eval.num_validation_images)
         return data.eval_dataset(split, self.config.eval.batch_size)
 
     def param_groups(self) -> dict[str, training.ParamGroup]:
