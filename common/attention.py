@@ -1,4 +1,4 @@
-"""Differentiable attention: spatial transformer glimpses (and, later, DRAW filterbanks).
+"""Differentiable attention: spatial transformer glimpses and DRAW's Gaussian filterbanks.
 
 Spatial transformer (Jaderberg et al. 2015, "Spatial Transformer Networks",
 Sec. 3.2 grid generator, Sec. 3.3 bilinear sampler, Eqs. 1, 5-7) with the
@@ -11,6 +11,10 @@ a vectorized gather; the AIR glimpse functions exploit the missing shear and
 compute the same bilinear weights as two batched matmuls, which is several
 times faster, mostly in the backward pass (a scatter for the gather). All work
 eagerly, under `tf.function` and under XLA (`jit_compile=True`).
+
+DRAW's Gaussian filterbank read and write (Gregor et al. 2015, sec. 3.2,
+eqs. 19-29) are at the end of the module, with their own (the paper's, 1-based)
+pixel convention.
 
 Symbols: B batch, H/W image height/width, h/w glimpse height/width, C channels.
 
@@ -47,6 +51,7 @@ Coordinate conventions (shared by every function in this module):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import numpy as np
 import tensorflow as tf
@@ -315,6 +320,187 @@ def write_glimpse(
 
 
 # ---------------------------------------------------------------------------
-# Gaussian filterbank attention (DRAW; Gregor et al. 2015, Sec. 3.2): added here
-# by the DRAW issue, next to the spatial transformer (Gregor et al. 2015, sec. 3.2).
+# Gaussian filterbank attention (DRAW; Gregor et al. 2015, sec. 3.2, eqs. 19-22).
+#
+# Pixel convention: as in the paper, pixel positions are 1-based, `a = 1..A`
+# along the width and `b = 1..B` along the height, so `g~ = 0` is the exact
+# centre `(A + 1) / 2` and filter `i = 1..N` is centred at
+# `g + (i - N/2 - 0.5) delta` (offsets symmetric about `g`). Images are
+# `[batch, B, A, C]` (height B, width A, channels C), patches `[batch, N, N, C]`.
 # ---------------------------------------------------------------------------
+
+
+class FilterbankParams(NamedTuple):
+    """Parameters of an N x N grid of Gaussian filters (DRAW eqs. 19-22), each `[batch]`.
+
+    Attributes:
+      center_x, center_y: grid centre `(g_X, g_Y)` in 1-based pixels.
+      delta: stride between filter centres, in pixels.
+      sigma2: isotropic variance of every filter, in pixels^2.
+      gamma: intensity scale of the read (the write divides by it).
+    """
+
+    center_x: tf.Tensor
+    center_y: tf.Tensor
+    delta: tf.Tensor
+    sigma2: tf.Tensor
+    gamma: tf.Tensor
+
+
+def filterbank_params(
+    raw: tf.Tensor, glimpse_size: int, image_shape: Sequence[int]
+) -> FilterbankParams:
+    """Maps the 5 linear outputs of the decoder to filter parameters (DRAW eqs. 21-24).
+
+    Args:
+      raw: `[batch, 5]`: `(g~_X, g~_Y, log sigma^2, log delta~, log gamma)`.
+      glimpse_size: N, filters per axis (>= 1).
+      image_shape: `(B, A)`, image height and width in pixels.
+
+    Returns:
+      `FilterbankParams` with `g_X = (A + 1)/2 (g~_X + 1)`, `g_Y = (B + 1)/2 (g~_Y + 1)`,
+      `delta = (max(A, B) - 1)/(N - 1) delta~` (`delta~` itself when N = 1, where the stride
+      is unused), `sigma^2 = exp(log sigma^2)`, `gamma = exp(log gamma)`.
+
+    Raises:
+      ValueError: `raw` is not `[batch, 5]`, or N < 1.
+    """
+    raw = tf.convert_to_tensor(raw)
+    if raw.shape.rank != 2 or raw.shape[-1] != 5:
+        raise ValueError(f"raw must be [batch, 5], got shape {raw.shape}.")
+    if glimpse_size < 1:
+        raise ValueError(f"glimpse_size must be >= 1, got {glimpse_size}.")
+    height, width = _check_shape(image_shape, "image_shape")
+    gx, gy, log_sigma2, log_delta, log_gamma = tf.unstack(raw, axis=-1)
+    stride = (max(height, width) - 1) / (glimpse_size - 1) if glimpse_size > 1 else 1.0
+    return FilterbankParams(
+        center_x=(width + 1) / 2 * (gx + 1),
+        center_y=(height + 1) / 2 * (gy + 1),
+        delta=stride * tf.exp(log_delta),
+        sigma2=tf.exp(log_sigma2),
+        gamma=tf.exp(log_gamma),
+    )
+
+
+def _filters(center: tf.Tensor, delta: tf.Tensor, sigma2: tf.Tensor, n: int, size: int):
+    """`[batch, n, size]` rows of Gaussians over 1-based pixels, each row summing to 1."""
+    dtype = center.dtype
+    offsets = tf.range(1, n + 1, dtype=dtype) - n / 2 - 0.5  # i - N/2 - 0.5, i = 1..N
+    mu = center[:, None] + offsets[None, :] * delta[:, None]  # [batch, n]
+    pixels = tf.range(1, size + 1, dtype=dtype)  # a = 1..A
+    logits = -tf.square(pixels[None, None, :] - mu[:, :, None]) / (2 * sigma2[:, None, None])
+    # Normalizing exp(logits) over the pixel axis (eqs. 25-26) is a softmax; as a softmax it
+    # stays finite when every filter of a row lies far outside the image.
+    return tf.nn.softmax(logits, axis=-1)
+
+
+def gaussian_filterbank(
+    center_x: tf.Tensor,
+    center_y: tf.Tensor,
+    delta: tf.Tensor,
+    sigma2: tf.Tensor,
+    glimpse_size: int,
+    image_shape: Sequence[int],
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """The horizontal and vertical filterbank matrices of DRAW eqs. 25-26.
+
+    `F_X[i, a] = exp(-(a - mu_X^i)^2 / (2 sigma^2)) / Z_X` with
+    `mu_X^i = g_X + (i - N/2 - 0.5) delta` (eq. 19), `a = 1..A` and `Z_X` making every row sum
+    to 1; `F_Y` likewise over `b = 1..B` (eq. 20).
+
+    Args:
+      center_x, center_y, delta, sigma2: `[batch]` (see `FilterbankParams`; pixels).
+      glimpse_size: N.
+      image_shape: `(B, A)`, image height and width.
+
+    Returns:
+      `(F_X, F_Y)` of shapes `[batch, N, A]` and `[batch, N, B]`.
+
+    Raises:
+      ValueError: bad `image_shape` or N < 1.
+    """
+    if glimpse_size < 1:
+        raise ValueError(f"glimpse_size must be >= 1, got {glimpse_size}.")
+    height, width = _check_shape(image_shape, "image_shape")
+    center_x = tf.convert_to_tensor(center_x)
+    cast = lambda t: tf.cast(t, center_x.dtype)
+    fx = _filters(center_x, cast(delta), cast(sigma2), glimpse_size, width)
+    fy = _filters(cast(center_y), cast(delta), cast(sigma2), glimpse_size, height)
+    return fx, fy
+
+
+def _as_channels(x: tf.Tensor, name: str) -> tuple[tf.Tensor, bool]:
+    x = tf.convert_to_tensor(x)
+    if x.shape.rank == 3:
+        return x[..., None], True
+    if x.shape.rank != 4:
+        raise ValueError(f"{name} must be [batch, H, W] or [batch, H, W, C], got {x.shape}.")
+    return x, False
+
+
+def filterbank_read(images: tf.Tensor, params: FilterbankParams, glimpse_size: int) -> tf.Tensor:
+    """DRAW's read (eq. 27): `gamma F_Y x F_X^T` for every channel.
+
+    Args:
+      images: `[batch, B, A]` or `[batch, B, A, C]`.
+      params: the window (`filterbank_params`).
+      glimpse_size: N.
+
+    Returns:
+      `[batch, N, N]` or `[batch, N, N, C]` (like `images`): row j, column i is filter
+      `(F_Y^j, F_X^i)` applied to the image, times gamma.
+
+    Raises:
+      ValueError: `images` of another rank.
+    """
+    x, squeeze = _as_channels(images, "images")
+    fx, fy = gaussian_filterbank(
+        params.center_x, params.center_y, params.delta, params.sigma2, glimpse_size, x.shape[1:3]
+    )
+    fx, fy = tf.cast(fx, x.dtype)[:, None], tf.cast(fy, x.dtype)[:, None]  # [batch, 1, N, .]
+    # Two batched matmuls per channel, F_Y x then (F_Y x) F_X^T; a three-operand einsum lets TF
+    # pick a far slower contraction order.
+    channels_first = tf.transpose(x, [0, 3, 1, 2])  # [batch, C, B, A]
+    patch = tf.matmul(tf.matmul(fy, channels_first), fx, transpose_b=True)  # [batch, C, N, N]
+    patch = tf.transpose(patch, [0, 2, 3, 1]) * tf.cast(params.gamma, x.dtype)[:, None, None, None]
+    return patch[..., 0] if squeeze else patch
+
+
+def filterbank_write(
+    patches: tf.Tensor, params: FilterbankParams, image_shape: Sequence[int]
+) -> tf.Tensor:
+    """DRAW's write (eq. 29): `(1 / gamma) F_Y^T w F_X` for every channel.
+
+    Args:
+      patches: `[batch, N, N]` or `[batch, N, N, C]`, the patch `w` to write.
+      params: the write window (`filterbank_params`).
+      image_shape: `(B, A)` of the canvas.
+
+    Returns:
+      `[batch, B, A]` or `[batch, B, A, C]` (like `patches`).
+
+    Raises:
+      ValueError: malformed shapes.
+    """
+    w, squeeze = _as_channels(patches, "patches")
+    if w.shape[1] != w.shape[2]:
+        raise ValueError(f"patches must be square N x N, got {w.shape}.")
+    fx, fy = gaussian_filterbank(
+        params.center_x, params.center_y, params.delta, params.sigma2, w.shape[1], image_shape
+    )
+    fx, fy = tf.cast(fx, w.dtype)[:, None], tf.cast(fy, w.dtype)[:, None]  # [batch, 1, N, .]
+    channels_first = tf.transpose(w, [0, 3, 1, 2])  # [batch, C, N, N]
+    canvas = tf.matmul(tf.matmul(fy, channels_first, transpose_a=True), fx)  # [batch, C, B, A]
+    canvas = (
+        tf.transpose(canvas, [0, 2, 3, 1]) / tf.cast(params.gamma, w.dtype)[:, None, None, None]
+    )
+    return canvas[..., 0] if squeeze else canvas
+
+
+def filterbank_window(params: FilterbankParams, glimpse_size: int) -> tf.Tensor:
+    """The image region a window covers, for drawing boxes: `[batch, 4]` as
+    `(x_min, y_min, x_max, y_max)` in 0-based pixel coordinates (pixel `a` of the paper is
+    at `a - 1`), spanning the outermost filter centres."""
+    half = (glimpse_size - 1) / 2 * params.delta
+    cx, cy = params.center_x - 1, params.center_y - 1
+    return tf.stack([cx - half, cy - half, cx + half, cy + half], axis=-1)

@@ -22,13 +22,15 @@ def make_optimizer(
     Fields read: `name` (`adam` when absent, or `rmsprop`), `learning_rate` (unless
     `learning_rate` is given: a float or a `tf_keras` schedule), `epsilon`; for Adam `beta_1`
     and `beta_2` (Keras' defaults 0.9 / 0.999 when absent); for RMSProp `rho`, `momentum` and
-    `centered`.
+    `centered`; optional `global_clipnorm` (rescale the gradients of all variables together to
+    at most this global L2 norm; absent, 0 or None: no clipping).
 
     Raises:
       ValueError: an unknown `name`.
     """
     name = opt.get("name", "adam")
     lr = opt.learning_rate if learning_rate is None else learning_rate
+    clip = {"global_clipnorm": opt.get("global_clipnorm", None) or None}
     if name == "adam":
         return tf_keras.optimizers.Adam(
             lr,
@@ -36,6 +38,7 @@ def make_optimizer(
             beta_2=opt.get("beta_2", 0.999),
             epsilon=opt.epsilon,
             jit_compile=False,
+            **clip,
         )
     if name == "rmsprop":
         return tf_keras.optimizers.RMSprop(
@@ -45,5 +48,6 @@ def make_optimizer(
             epsilon=opt.epsilon,
             centered=opt.centered,
             jit_compile=False,
+            **clip,
         )
     raise ValueError(f"optimizer.name must be one of {OPTIMIZERS}, got {name!r}.")

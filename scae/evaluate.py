@@ -12,7 +12,10 @@ from scae import evaluation as scae_evaluation
 flags.DEFINE_string("run_dir", None, "Run folder to evaluate, e.g. results/scae/1.")
 flags.DEFINE_string("checkpoint", "", "Checkpoint prefix; default the newest in --run_dir.")
 flags.DEFINE_bool(
-    "plot", True, "Also write templates.png, reconstructions.png and accuracy_curve.png."
+    "plot",
+    True,
+    "Also write templates.png, reconstructions.png, accuracy_curve.png, presences.png (object "
+    "presences of 8 test images) and tsne.png (t-SNE of the test posterior presences).",
 )
 flags.mark_flag_as_required("run_dir")
 FLAGS = flags.FLAGS

@@ -32,8 +32,9 @@ def evaluate_run(
     run_dir: str, checkpoint_path: str | None = None, plot: bool = True
 ) -> dict[str, Any]:
     """Evaluates a run's newest (or given) checkpoint; returns and writes the metrics, and with
-    `plot` the PNGs `templates.png`, `reconstructions.png` and `accuracy_curve.png` in the run
-    folder (listed in the metrics' `figures`).
+    `plot` the PNGs `templates.png`, `reconstructions.png`, `accuracy_curve.png`,
+    `presences.png` (object presences of 8 test images) and `tsne.png` (t-SNE of the test
+    images' posterior presences) in the run folder (listed in the metrics' `figures`).
 
     Raises:
       common.experiment.RunError: bad run folder or checkpoint.
@@ -83,13 +84,13 @@ def evaluate_run(
                 np.mean(values[f"{kind}_probe"] == values["label"])
             )
     if plot:
-        metrics["figures"] = _plot(scae, splits.test, run_dir)
+        metrics["figures"] = _plot(scae, splits.test, features["test"], run_dir, config.seed)
     experiment.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     summaries.write_test_metrics(run_dir, metrics, restored.step)
     return metrics
 
 
-def _plot(scae, test: data.Split, run_dir: str) -> list[str]:
+def _plot(scae, test: data.Split, test_features: dict, run_dir: str, seed: int) -> list[str]:
     decoder = scae.template_decoder
     plots.save_templates(decoder.templates.numpy(), os.path.join(run_dir, "templates.png"))
     x = tf.constant(data.fixed_shift(test.images[:8])[..., None] / 255.0, tf.float32)
@@ -99,7 +100,18 @@ def _plot(scae, test: data.Split, run_dir: str) -> list[str]:
         x.numpy(), np.clip(recon, 0, 1), os.path.join(run_dir, "reconstructions.png")
     )
     plots.save_accuracy_curve(run_dir, os.path.join(run_dir, "accuracy_curve.png"))
-    return ["templates.png", "reconstructions.png", "accuracy_curve.png"]
+    # The first 8 test images, as above (`presences` keeps the dataset's order).
+    plots.save_presences(
+        x.numpy(), test_features["prior"][:8], test_features["posterior"][:8],
+        test_features["label"][:8], os.path.join(run_dir, "presences.png"),
+    )  # fmt: skip
+    plots.save_tsne(
+        test_features["posterior"], test_features["label"], os.path.join(run_dir, "tsne.png"),
+        seed=seed,
+    )  # fmt: skip
+    return [
+        "templates.png", "reconstructions.png", "accuracy_curve.png", "presences.png", "tsne.png"
+    ]  # fmt: skip
 
 
 def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:

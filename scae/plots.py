@@ -81,3 +81,70 @@ def save_accuracy_curve(run_dir: str, path: str, target: float = 0.987) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_tsne(
+    features: np.ndarray,
+    labels: np.ndarray,
+    path: str,
+    max_points: int = 2000,
+    perplexity: float = 50.0,
+    seed: int = 0,
+    what: str = "posterior presences",
+) -> None:
+    """A 2-D t-SNE (scikit-learn, perplexity 50 as in the reference code's evaluation) of
+    `[N, K]` features, coloured by the true digit; a fixed random subset of `max_points`.
+
+    Raises:
+      ValueError: fewer than 5 points.
+    """
+    from sklearn.manifold import TSNE
+
+    if len(features) < 5:
+        raise ValueError(f"t-SNE needs at least 5 points, got {len(features)}.")
+    rng = np.random.default_rng(seed)
+    keep = rng.permutation(len(features))[:max_points]
+    x, y = np.asarray(features, np.float64)[keep], np.asarray(labels)[keep]
+    perplexity = min(perplexity, (len(x) - 1) / 3)
+    embedded = TSNE(2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    fig, ax = plt.subplots(figsize=(6.5, 6.0))
+    cmap = plt.get_cmap("tab10")
+    for digit in np.unique(y):
+        sel = y == digit
+        ax.scatter(*embedded[sel].T, s=5, color=cmap(int(digit) % 10), label=str(digit))
+    ax.set_xlabel("t-SNE 1")
+    ax.set_ylabel("t-SNE 2")
+    ax.set_title(f"t-SNE of {len(x)} test images' {what}")
+    ax.legend(title="digit", markerscale=3, fontsize=8, loc="best")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def save_presences(
+    images: np.ndarray, prior: np.ndarray, posterior: np.ndarray, labels: np.ndarray, path: str
+) -> None:
+    """Per example (a row): the input and its object capsules' prior presences and posterior
+    masses as viridis strips over the K capsules (0 to 1, shared colour bar)."""
+    n, k = prior.shape
+    fig, axes = plt.subplots(
+        n, 3, figsize=(2 + 0.35 * k * 2, 1.1 * n), squeeze=False,
+        gridspec_kw={"width_ratios": [1, 0.3 * k, 0.3 * k]},
+    )  # fmt: skip
+    mappable = None
+    for i in range(n):
+        axes[i, 0].imshow(images[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_ylabel(f"digit {labels[i]}", fontsize=8)
+        for j, (name, values) in enumerate((("prior", prior), ("posterior", posterior)), 1):
+            mappable = axes[i, j].imshow(values[i][None], cmap="viridis", vmin=0, vmax=1)
+            axes[i, j].set_yticks([])
+            axes[i, j].set_xticks(range(0, k, max(1, k // 8)))
+            if i == 0:
+                axes[i, j].set_title(f"{name} presence per object capsule", fontsize=9)
+        axes[i, 0].set_xticks([])
+        axes[i, 0].set_yticks([])
+    axes[-1, 1].set_xlabel("object capsule")
+    axes[-1, 2].set_xlabel("object capsule")
+    fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), fraction=0.02)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

@@ -188,6 +188,7 @@ TRANSFORMS: dict[str, Transform] = {
     "intensity": Transform(intensity),
     "dynamic_binarize": Transform(dynamic_binarize),
     "static_binarize": Transform(_binary_to_float, prepare=static_binarize),
+    "binary": Transform(_binary_to_float),  # images already in {0, 1} (e.g. draw.data)
 }
 
 

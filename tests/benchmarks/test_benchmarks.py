@@ -23,6 +23,11 @@ TINY = {
         "--vimco_particles=2",
         "--modes=eager,function",
     ],
+    "draw_step.py": [
+        "--variant=smoke",
+        "--batch_size=4",
+        "--modes=eager,function,xla",
+    ],
     "scae_step.py": [
         "--variant=smoke",
         "--batch_size=4",

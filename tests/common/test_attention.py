@@ -249,3 +249,136 @@ class AttentionTest(tf.test.TestCase, parameterized.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+# ---------------------------------------------------------------------------
+# DRAW's Gaussian filterbank (Gregor et al. 2015, sec. 3.2).
+# ---------------------------------------------------------------------------
+
+
+def _np_filterbank(gx, gy, delta, sigma2, n, height, width):
+    """Loop evaluation of eqs. 19-20, 25-26 with 1-based i and pixel positions a, b."""
+    fx = np.zeros([n, width])
+    fy = np.zeros([n, height])
+    for i in range(1, n + 1):
+        mu_x = gx + (i - n / 2 - 0.5) * delta
+        mu_y = gy + (i - n / 2 - 0.5) * delta
+        for a in range(1, width + 1):
+            fx[i - 1, a - 1] = np.exp(-((a - mu_x) ** 2) / (2 * sigma2))
+        for b in range(1, height + 1):
+            fy[i - 1, b - 1] = np.exp(-((b - mu_y) ** 2) / (2 * sigma2))
+    return fx / fx.sum(1, keepdims=True), fy / fy.sum(1, keepdims=True)
+
+
+def _centred_raw(batch, log_sigma2, log_delta=0.0, log_gamma=0.0, gx=0.0, gy=0.0):
+    row = [gx, gy, log_sigma2, log_delta, log_gamma]
+    return tf.constant([row] * batch, tf.float32)
+
+
+class GaussianFilterbankTest(tf.test.TestCase, parameterized.TestCase):
+    def test_params_follow_eqs_21_to_24(self):
+        raw = np.random.default_rng(0).normal(size=[4, 5]).astype(np.float32)
+        p = attention.filterbank_params(raw, 5, (20, 30))  # B = 20 rows, A = 30 columns
+        self.assertAllClose(p.center_x, 31 / 2 * (raw[:, 0] + 1))
+        self.assertAllClose(p.center_y, 21 / 2 * (raw[:, 1] + 1))
+        self.assertAllClose(p.sigma2, np.exp(raw[:, 2]))
+        self.assertAllClose(p.delta, (30 - 1) / (5 - 1) * np.exp(raw[:, 3]))
+        self.assertAllClose(p.gamma, np.exp(raw[:, 4]))
+
+    @parameterized.parameters((2, 28, 28), (5, 28, 28), (3, 12, 17), (1, 9, 9))
+    def test_matches_a_direct_evaluation_and_rows_sum_to_one(self, n, height, width):
+        rng = np.random.default_rng(n + height)
+        gx = rng.uniform(-2, width + 2, 3)
+        gy = rng.uniform(-2, height + 2, 3)
+        delta = rng.uniform(0.3, 4, 3)
+        sigma2 = rng.uniform(0.3, 6, 3)
+        fx, fy = attention.gaussian_filterbank(gx, gy, delta, sigma2, n, (height, width))
+        self.assertEqual(fx.shape, (3, n, width))
+        self.assertEqual(fy.shape, (3, n, height))
+        for b in range(3):
+            want_x, want_y = _np_filterbank(gx[b], gy[b], delta[b], sigma2[b], n, height, width)
+            self.assertAllClose(fx[b], want_x, atol=1e-6)
+            self.assertAllClose(fy[b], want_y, atol=1e-6)
+        self.assertAllClose(tf.reduce_sum(fx, -1), np.ones([3, n]), atol=1e-6)
+        self.assertAllClose(tf.reduce_sum(fy, -1), np.ones([3, n]), atol=1e-6)
+
+    def test_rows_stay_finite_far_outside_the_image(self):
+        fx, _ = attention.gaussian_filterbank([500.0], [500.0], [1.0], [0.01], 3, (10, 10))
+        self.assertTrue(np.all(np.isfinite(fx)))
+        self.assertAllClose(fx[0, :, -1], np.ones(3))  # all mass on the nearest pixel
+
+    def test_a_full_size_centred_sharp_read_returns_the_image(self):
+        x = np.random.default_rng(1).uniform(size=[2, 28, 28]).astype(np.float32)
+        # N = 28, g~ = 0 (the centre), delta~ = 1 -> delta = 27 / 27 = 1, sigma^2 = 0.01, gamma = 1.
+        window = attention.filterbank_params(_centred_raw(2, np.log(0.01)), 28, (28, 28))
+        self.assertAllClose(attention.filterbank_read(x, window, 28), x, atol=1e-5)
+
+    def test_read_scales_by_gamma_and_handles_channels(self):
+        x = np.random.default_rng(2).uniform(size=[2, 12, 10, 3]).astype(np.float32)
+        raw = np.random.default_rng(3).normal(size=[2, 5]).astype(np.float32) * 0.3
+        window = attention.filterbank_params(raw, 4, (12, 10))
+        patch = attention.filterbank_read(x, window, 4)
+        fx, fy = attention.gaussian_filterbank(*window[:4], 4, (12, 10))
+        for b in range(2):
+            for c in range(3):
+                want = np.exp(raw[b, 4]) * fy[b].numpy() @ x[b, :, :, c] @ fx[b].numpy().T
+                self.assertAllClose(patch[b, :, :, c], want, atol=1e-5)
+        written = attention.filterbank_write(patch, window, (12, 10))
+        self.assertEqual(written.shape, (2, 12, 10, 3))
+        want = fy[0].numpy().T @ patch[0, :, :, 1].numpy() @ fx[0].numpy() / np.exp(raw[0, 4])
+        self.assertAllClose(written[0, :, :, 1], want, atol=1e-5)
+
+    def test_write_of_a_read_puts_the_mass_back_in_place(self):
+        x = np.zeros([1, 20, 20], np.float32)
+        x[0, 6, 13] = 1.0  # row 6, column 13 (0-based) = pixel (a, b) = (14, 7)
+        # A 5x5 window centred on that pixel, stride 1, sharp filters, gamma = 2.
+        gx, gy = 14 / 21 * 2 - 1, 7 / 21 * 2 - 1  # g = (A + 1)/2 (g~ + 1)
+        raw = tf.constant([[gx, gy, np.log(0.02), np.log(4 / 19), np.log(2.0)]], tf.float32)
+        window = attention.filterbank_params(raw, 5, (20, 20))
+        self.assertAllClose([window.center_x[0], window.center_y[0], window.delta[0]], [14, 7, 1])
+        patch = attention.filterbank_read(x, window, 5)
+        self.assertAllClose(patch[0, 2, 2], 2.0, atol=1e-4)  # gamma times the pixel
+        back = attention.filterbank_write(patch, window, (20, 20)).numpy()
+        self.assertAllClose(back, x, atol=1e-4)
+
+    def test_gradients_reach_all_five_parameters(self):
+        rng = np.random.default_rng(4)
+        x = tf.constant(rng.uniform(size=[3, 16, 16]), tf.float32)
+        raw = tf.Variable(rng.normal(size=[3, 5]).astype(np.float32) * 0.3)
+        patch = tf.constant(rng.normal(size=[3, 4, 4]), tf.float32)
+        weights_r = tf.constant(rng.normal(size=[3, 3, 3]), tf.float32)
+        weights_w = tf.constant(rng.normal(size=[3, 16, 16]), tf.float32)
+        with tf.GradientTape() as tape:
+            read = attention.filterbank_read(x, attention.filterbank_params(raw, 3, (16, 16)), 3)
+            write = attention.filterbank_write(
+                patch, attention.filterbank_params(raw, 4, (16, 16)), (16, 16)
+            )
+            loss = tf.reduce_sum(read * weights_r) + tf.reduce_sum(write * weights_w)
+        grad = tape.gradient(loss, raw).numpy()
+        self.assertTrue(np.all(np.isfinite(grad)))
+        self.assertTrue(np.all(np.abs(grad) > 1e-6), grad)
+
+    def test_xla_gives_the_same_read_and_write(self):
+        rng = np.random.default_rng(5)
+        x = tf.constant(rng.uniform(size=[2, 28, 28, 2]), tf.float32)
+        raw = tf.constant(rng.normal(size=[2, 5]) * 0.3, tf.float32)
+
+        def fn(x, raw):
+            w = attention.filterbank_params(raw, 5, (28, 28))
+            return attention.filterbank_write(attention.filterbank_read(x, w, 5), w, (28, 28))
+
+        self.assertAllClose(tf.function(fn, jit_compile=True)(x, raw), fn(x, raw), atol=1e-5)
+
+    def test_window_spans_the_outer_filter_centres(self):
+        window = attention.FilterbankParams(*[tf.constant([v]) for v in (10.0, 5.0, 2.0, 1.0, 1.0)])
+        # 1-based centres 10 +- 4 (x) and 5 +- 4 (y) -> 0-based pixels.
+        self.assertAllClose(attention.filterbank_window(window, 5), [[5.0, 0.0, 13.0, 8.0]])
+
+    def test_bad_shapes_raise(self):
+        with self.assertRaisesRegex(ValueError, r"\[batch, 5\]"):
+            attention.filterbank_params(tf.zeros([2, 4]), 3, (28, 28))
+        with self.assertRaisesRegex(ValueError, "glimpse_size"):
+            attention.filterbank_params(tf.zeros([2, 5]), 0, (28, 28))
+        with self.assertRaisesRegex(ValueError, "square"):
+            w = attention.filterbank_params(tf.zeros([1, 5]), 3, (28, 28))
+            attention.filterbank_write(tf.zeros([1, 3, 2]), w, (28, 28))

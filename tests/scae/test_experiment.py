@@ -66,7 +66,10 @@ class SCAEEndToEndTest(tf.test.TestCase):
         for kind in ("prior", "posterior"):
             for split in ("train", "test", "affine_test"):
                 self.assertBetween(m[f"{split}_{kind}_kmeans10_accuracy"], 0.0, 1.0)
-        for png in ("templates.png", "reconstructions.png", "accuracy_curve.png"):
+        for png in (
+            "templates.png", "reconstructions.png", "accuracy_curve.png", "presences.png",
+            "tsne.png",
+        ):  # fmt: skip
             self.assertIn(png, m["figures"])
             self.assertGreater(os.path.getsize(os.path.join(self.run_dir, png)), 1000)
         restored = experiment.load_from_checkpoint(self.run_dir)

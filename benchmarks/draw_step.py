@@ -1,0 +1,130 @@
+r"""Training steps per second of DRAW (Gregor et al. 2015) on 28x28 binary images, and the share
+of a step spent in the Gaussian filterbank attention.
+
+One step = the negative ELBO of `draw.model.DRAW` on a batch, its gradients w.r.t. all variables
+and an Adam update, with the sizes of a config variant (`--variant`, default `paper`: T = 64,
+LSTMs of 256, 100 latent units, 2x2 read, 5x5 write). Modes: eager, function (`tf.function`),
+xla (`jit_compile=True`). Inputs are random binary `[B, 28, 28]` images.
+
+The attention share: the same T reads and writes (filterbank construction, read of `[x, x_hat]`,
+write of the patch), forward and backward, timed alone in the same mode on random window
+parameters, divided by the step time.
+
+  python benchmarks/draw_step.py                               # paper sizes, batch 100
+  python benchmarks/draw_step.py --variant=cpu
+  python benchmarks/draw_step.py --variant=smoke --batch_size=8 --steps=2 --repeats=1
+"""
+
+from __future__ import annotations
+
+import _timing  # benchmarks/, the script's folder
+import tensorflow as tf
+import tf_keras
+from absl import app, flags
+
+from common import attention
+from draw import experiment as draw_experiment
+from draw.configs import mnist as mnist_configs
+
+MODES = ("eager", "function", "xla")
+
+_MODES = flags.DEFINE_list("modes", list(MODES), f"Any of {MODES}.")
+_VARIANT = flags.DEFINE_enum(
+    "variant", "paper", list(mnist_configs.VARIANTS), "Config variant whose sizes are timed."
+)
+_UNROLL = flags.DEFINE_bool(
+    "unroll",
+    None,
+    "Run the T steps as a Python loop (True) or a tf.scan (False); default the variant's "
+    "model.unroll. XLA compiles an unrolled T = 64 step for many minutes.",
+)
+_BATCH = flags.DEFINE_integer("batch_size", 100, "Batch size B.")
+_STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps per repeat.")
+_WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
+_REPEATS = flags.DEFINE_integer("repeats", 3, "Timed repeats per cell; the median is reported.")
+
+
+def _compile(fn, mode):
+    return fn if mode == "eager" else tf.function(fn, jit_compile=(mode == "xla"))
+
+
+def _train_step(model, mode):
+    optimizer = tf_keras.optimizers.Adam(1e-3)
+    optimizer.build(model.trainable_variables)
+
+    def step(x, seed):
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(x, seed).loss)
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    return _compile(step, mode)
+
+
+def _attention_only(model, batch, mode):
+    """T reads of `[x, x_hat]` and T writes, forward and backward, on random windows."""
+    t, n_r, n_w = model.num_steps, model.read_size, model.write_size
+    raw_r = tf.Variable(tf.random.stateless_normal([t, batch, 5], [1, 1], stddev=0.3))
+    raw_w = tf.Variable(tf.random.stateless_normal([t, batch, 5], [1, 2], stddev=0.3))
+    patch = tf.Variable(tf.random.stateless_normal([t, batch, n_w, n_w], [1, 3]))
+
+    def step(x, seed):
+        del seed
+        with tf.GradientTape() as tape:
+            total = 0.0
+            for i in range(t):
+                window = attention.filterbank_params(raw_r[i], n_r, model.image_shape)
+                glimpse = attention.filterbank_read(tf.stack([x, x], -1), window, n_r)
+                window = attention.filterbank_params(raw_w[i], n_w, model.image_shape)
+                canvas = attention.filterbank_write(patch[i], window, model.image_shape)
+                total += tf.reduce_sum(glimpse) + tf.reduce_sum(canvas)
+        grads = tape.gradient(total, [raw_r, raw_w, patch])
+        return total + sum(tf.reduce_sum(g) for g in grads)
+
+    return _compile(step, mode)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
+    if set(_MODES.value) - set(MODES):
+        raise app.UsageError(f"--modes got {_MODES.value}; allowed: {MODES}.")
+    if _BATCH.value < 1:
+        raise app.UsageError("--batch_size must be >= 1.")
+    _timing.check_flags(_STEPS.value, _REPEATS.value, _WARMUP.value)
+    config = mnist_configs.get_config(_VARIANT.value)
+    if _UNROLL.value is not None:
+        config.model.unroll = _UNROLL.value
+    b = _BATCH.value
+    x = tf.cast(tf.random.stateless_uniform([b, 28, 28], [0, 1]) < 0.15, tf.float32)
+    _timing.print_machine()
+    m = config.model
+    print(
+        f"DRAW `{_VARIANT.value}` sizes: T = {m.num_steps}, LSTM {m.lstm_size}, z {m.latent_size}, "
+        f"attention {m.attention} (read {m.read_size}x{m.read_size}, write "
+        f"{m.write_size}x{m.write_size}), {'unrolled' if m.unroll else 'tf.scan'}; B = {b}; "
+        "step = negative ELBO + grads + Adam; "
+        f"steps/s = median of {_REPEATS.value} x {_STEPS.value} steps."
+    )
+    print(f"{'mode':<9} {'steps/s':>8} {'s/step':>8} {'attention share':>16}")
+    for mode in [md for md in MODES if md in _MODES.value]:
+        model = draw_experiment.build_model(config)
+        step = _train_step(model, mode)
+        rate = _timing.median_steps_per_second(
+            lambda i, step=step: step(x, tf.constant([0, i])),
+            _WARMUP.value, _STEPS.value, _REPEATS.value, f"draw {mode}",
+        )  # fmt: skip
+        share = "-"
+        if m.attention:
+            att = _attention_only(model, b, mode)
+            att_rate = _timing.median_steps_per_second(
+                lambda i, att=att: att(x, tf.constant([0, i])),
+                _WARMUP.value, _STEPS.value, _REPEATS.value, f"attention {mode}",
+            )  # fmt: skip
+            share = f"{100 * rate / att_rate:.1f}%"
+        print(f"{mode:<9} {rate:8.2f} {1 / rate:8.3f} {share:>16}", flush=True)
+
+
+if __name__ == "__main__":
+    app.run(main)

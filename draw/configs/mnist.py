@@ -1,0 +1,119 @@
+"""Configs for `draw.train`: DRAW on binarized MNIST (Gregor et al. 2015).
+
+  python -m draw.train --config=draw/configs/mnist.py:cpu
+  python -m draw.train --config=draw/configs/mnist.py:cpu --config.model.attention=False
+
+Variants:
+  paper:         the MNIST generation row of Table 3: T = 64 steps, LSTMs of 256 units, 100
+                 latent units per step, 2x2 read and 5x5 write windows; Adam (sec. 4: "the
+                 Adam optimisation algorithm"). The paper states no learning rate, batch size or
+                 training length: Adam's usual 1e-3, batch 100, and training until the
+                 validation bound stops improving are this project's choices (README).
+  no_attention:  `paper` without attention (sec. 3.1), the paper's baseline (Table 2).
+  cpu:           trains within 60 minutes on 2 CPU cores: T = 16, a 5x5 read (2x2 starts on
+                 the empty corner pixels), the Python-unrolled loop under tf.function, 11,000
+                 steps with a cosine learning-rate decay (README: results and deviations).
+  smoke:         tiny, for tests (seconds).
+"""
+
+import ml_collections
+
+from common import training
+
+VARIANTS = ("paper", "no_attention", "cpu", "smoke")
+
+
+def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
+    """Returns the config of `variant` (module docstring).
+
+    Raises:
+      ValueError: an unknown variant.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"Unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}.")
+    c = ml_collections.ConfigDict()
+    c.experiment = "draw.experiment"  # module with build_model / build_task
+    c.variant = variant
+    c.seed = 0
+    c.strategy = "default"
+    c.num_cpu_devices = 0
+    c.deterministic = True
+
+    c.data = ml_collections.ConfigDict()
+    c.data.data_dir = ""  # empty: $GENMODELS_DATA_DIR or ~/.cache/genmodels
+    c.data.source = "static"  # static (fixed-seed binarization of MNIST) | larochelle (.amat)
+    c.data.mnist_source = "auto"  # where raw MNIST comes from (common.data.mnist)
+    c.data.binarization_seed = 0  # the static draw; the test split uses seed + 1
+
+    c.model = ml_collections.ConfigDict()
+    c.model.num_steps = 64  # T (Table 3)
+    c.model.lstm_size = 256  # Table 3
+    c.model.latent_size = 100  # Table 3
+    c.model.attention = True
+    c.model.read_size = 2  # N of the read window (Table 3)
+    c.model.write_size = 5  # N of the write window (Table 3)
+    c.model.canvas_bias_from_data = True  # c_0 starts at the logit of the mean training image
+    c.model.unroll = False  # True: the T steps as a Python loop (a larger graph) instead of tf.scan
+
+    c.batch_size = 100
+    c.optimizer = ml_collections.ConfigDict()
+    c.optimizer.name = "adam"  # sec. 4
+    c.optimizer.learning_rate = 1e-3
+    c.optimizer.epsilon = 1e-7
+    c.optimizer.global_clipnorm = 0.0  # 0: no clipping
+    c.optimizer.schedule = "constant"  # constant | cosine (to final_fraction * lr)
+    c.optimizer.final_fraction = 0.0
+
+    c.loop = training.loop_config()
+    c.loop.num_steps = 500_000
+    c.loop.log_every = 500
+    c.loop.summary_every = 500
+    c.loop.image_every = 5_000
+    c.loop.eval_every = 5_000
+    c.loop.checkpoint_every = 5_000
+    c.loop.jit = True
+
+    c.eval = ml_collections.ConfigDict()
+    c.eval.batch_size = 500
+    c.eval.num_validation_images = 0  # 0: all 10,000 (validation bound during training)
+    c.eval.num_test_images = 0  # 0: all 10,000
+    c.eval.num_samples = 100  # importance samples per test image for the NLL estimate
+    c.eval.chunk_samples = 10  # samples per forward pass (memory)
+    c.eval.after_training = True
+
+    if variant == "no_attention":
+        c.model.attention = False
+    elif variant == "cpu":
+        c.model.num_steps = 16  # 0.14 s per step on 2 cores instead of 0.49 s at T = 64
+        c.model.read_size = 5  # a 2x2 read starts on the (empty) corner pixels; 5x5 spans the image
+        c.model.unroll = True  # faster than tf.scan under tf.function at T = 16
+        c.loop.jit = False  # XLA is slower here
+        c.loop.num_steps = 11_000
+        c.loop.log_every = 200
+        c.loop.summary_every = 200
+        c.loop.image_every = 2_000
+        c.loop.eval_every = 1_000
+        c.loop.checkpoint_every = 1_000
+        c.optimizer.schedule = "cosine"
+        c.optimizer.final_fraction = 0.05
+        c.eval.num_validation_images = 2_000
+    elif variant == "smoke":
+        c.model.num_steps = 3
+        c.model.lstm_size = 16
+        c.model.latent_size = 4
+        c.model.read_size = 3
+        c.model.canvas_bias_from_data = False  # so that the e2e test sees the loss fall
+        c.batch_size = 20
+        c.loop.num_steps = 30
+        c.loop.log_every = 10
+        c.loop.summary_every = 10
+        c.loop.image_every = 15
+        c.loop.eval_every = 15
+        c.loop.checkpoint_every = 15
+        c.loop.jit = False
+        c.eval.batch_size = 100
+        c.eval.num_validation_images = 200
+        c.eval.num_test_images = 200
+        c.eval.num_samples = 4
+        c.eval.chunk_samples = 2
+    return c
