@@ -133,9 +133,19 @@ def save_gif(
 
 
 def save_strip(frames: np.ndarray, steps: Sequence[int], path: str) -> str:
-    """A PNG with one row per sample and one column per step in `steps` (0-based)."""
+    """A PNG with one row per sample and one column per step in `steps` (0-based), each column
+    titled with its 1-based step number."""
     table = frames[list(steps)].transpose(1, 0, 2, 3, 4)
-    Image.fromarray(tile(table.reshape(-1, *table.shape[2:]), len(steps))).save(path)
+    grid = tile(table.reshape(-1, *table.shape[2:]), len(steps))
+    header = Image.new("RGB", (grid.shape[1], 16), (255, 255, 255))
+    pen = ImageDraw.Draw(header)
+    width = table.shape[3] + 2  # frame width plus the gap of `tile`
+    for column, t in enumerate(steps):
+        pen.text((column * width + 4, 2), f"step {t + 1}", fill=(0, 0, 0))
+    image = Image.new("RGB", (grid.shape[1], grid.shape[0] + 16))
+    image.paste(header, (0, 0))
+    image.paste(Image.fromarray(grid), (0, 16))
+    image.save(path)
     return path
 
 
