@@ -71,7 +71,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.loop.image_every = 5_000
     c.loop.eval_every = 5_000
     c.loop.checkpoint_every = 5_000
-    c.loop.jit = True
+    c.loop.jit = False  # XLA is 2x slower than tf.function for this loop (benchmarks/draw_step.py)
 
     c.eval = ml_collections.ConfigDict()
     c.eval.batch_size = 500
@@ -87,7 +87,6 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
         c.model.num_steps = 16  # 0.14 s per step on 2 cores instead of 0.49 s at T = 64
         c.model.read_size = 5  # a 2x2 read starts on the (empty) corner pixels; 5x5 spans the image
         c.model.unroll = True  # faster than tf.scan under tf.function at T = 16
-        c.loop.jit = False  # XLA is slower here
         c.loop.num_steps = 11_000
         c.loop.log_every = 200
         c.loop.summary_every = 200
@@ -110,7 +109,6 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
         c.loop.image_every = 15
         c.loop.eval_every = 15
         c.loop.checkpoint_every = 15
-        c.loop.jit = False
         c.eval.batch_size = 100
         c.eval.num_validation_images = 200
         c.eval.num_test_images = 200
