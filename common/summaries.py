@@ -46,3 +46,17 @@ def write_test_metrics(
         for name, image in (images or {}).items():
             tf.summary.image(name, image, step=step)
     writer.flush()
+
+
+def validation_curve(run_dir: str, tag: str) -> list[tuple[int, float]]:
+    """`(step, value)` pairs of the scalar `tag` in `<run_dir>/validation` (the events the
+    training loop writes at every validation); empty when the run has none."""
+    from tensorboard.backend.event_processing import event_accumulator
+
+    acc = event_accumulator.EventAccumulator(
+        os.path.join(run_dir, "validation"), size_guidance={"tensors": 0}
+    )
+    acc.Reload()
+    if tag not in acc.Tags()["tensors"]:
+        return []
+    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]

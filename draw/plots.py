@@ -16,7 +16,7 @@ import numpy as np
 import tensorflow as tf
 from PIL import Image, ImageDraw
 
-from common import attention
+from common import attention, summaries
 
 READ_COLOUR = (255, 60, 60)
 WRITE_COLOUR = (60, 220, 60)
@@ -149,17 +149,6 @@ def save_strip(frames: np.ndarray, steps: Sequence[int], path: str) -> str:
     return path
 
 
-def validation_curve(run_dir: str, tag: str = "negative_elbo") -> list[tuple[int, float]]:
-    """`(step, value)` pairs of a validation scalar of a run (TensorBoard events)."""
-    from tensorboard.backend.event_processing import event_accumulator
-
-    acc = event_accumulator.EventAccumulator(
-        os.path.join(run_dir, "validation"), size_guidance={"tensors": 0}
-    )
-    acc.Reload()
-    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
-
-
 def save_validation_curves(
     run_dirs: dict[str, str], path: str, reference: dict[str, float] | None = None
 ) -> str:
@@ -173,7 +162,7 @@ def save_validation_curves(
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for label, run_dir in run_dirs.items():
-        steps, values = zip(*validation_curve(run_dir), strict=True)
+        steps, values = zip(*summaries.validation_curve(run_dir, "negative_elbo"), strict=True)
         ax.plot(steps, values, marker="o", label=label)
         ax.annotate(f"{values[-1]:.1f}", (steps[-1], values[-1]), textcoords="offset points",
                     xytext=(4, 4), fontsize=8)  # fmt: skip

@@ -4,7 +4,6 @@ reconstructions and differences, and the validation accuracy over training."""
 from __future__ import annotations
 
 import math
-import os
 
 import matplotlib
 
@@ -12,8 +11,8 @@ matplotlib.use("Agg")  # files only, no display
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from tensorboard.backend.event_processing import event_accumulator  # noqa: E402
+
+from common import summaries  # noqa: E402
 
 
 def save_templates(templates: np.ndarray, path: str) -> None:
@@ -52,23 +51,12 @@ def save_reconstructions(images: np.ndarray, reconstructions: np.ndarray, path: 
     plt.close(fig)
 
 
-def validation_curve(run_dir: str, tag: str) -> list[tuple[int, float]]:
-    """`(step, value)` of a validation scalar from the run's TensorBoard events."""
-    acc = event_accumulator.EventAccumulator(
-        os.path.join(run_dir, "validation"), size_guidance={"tensors": 0}
-    )
-    acc.Reload()
-    if tag not in acc.Tags()["tensors"]:
-        return []
-    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
-
-
 def save_accuracy_curve(run_dir: str, path: str, target: float = 0.987) -> None:
     """Validation k-means accuracy (prior and posterior presences) against training steps, with
     the paper's figure as a dashed line."""
     fig, ax = plt.subplots(figsize=(6.0, 4.0))
     for kind in ("prior", "posterior"):
-        curve = validation_curve(run_dir, f"{kind}_kmeans_accuracy")
+        curve = summaries.validation_curve(run_dir, f"{kind}_kmeans_accuracy")
         if curve:
             steps, values = zip(*curve, strict=True)
             ax.plot(steps, 100 * np.asarray(values), marker="o", label=f"{kind} presences")

@@ -11,6 +11,7 @@ import tensorflow as tf
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
+from common import summaries
 from draw import experiment as draw_experiment
 from draw import plots
 from draw.configs import mnist as mnist_configs
@@ -89,7 +90,7 @@ class DRAWEndToEndTest(tf.test.TestCase):
         self.assertIn("generated/final_canvas", tags)
 
     def test_validation_curve_png(self):
-        curve = plots.validation_curve(self.run_dir)
+        curve = summaries.validation_curve(self.run_dir, "negative_elbo")
         self.assertEqual([s for s, _ in curve], [100, 200])
         path = plots.save_validation_curves(
             {"smoke": self.run_dir}, os.path.join(self.results, "curve.png"), {"paper": 80.97}
