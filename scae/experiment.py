@@ -54,6 +54,7 @@ def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
             m.set_transformer_size,
             m.set_transformer_layers,
             m.set_transformer_heads,
+            pooling=m.set_transformer_pooling,
             name="set_transformer",
         ),
         capsule_decoder=objects.CapsuleDecoder(
@@ -61,6 +62,7 @@ def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
             m.num_parts,
             m.object_hidden_size,
             noise_scale=m.presence_noise,
+            params_size=m.object_params_size or None,
             name="capsule_decoder",
         ),
         image_shape=(data.CANVAS_SIZE, data.CANVAS_SIZE),

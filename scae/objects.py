@@ -1,13 +1,14 @@
 """The Object Capsule Autoencoder's decoder and part likelihood (Kosiorek et al. 2019, sec. 2.2,
 eqs. 5-6; the reference code's `capsules/capsule.py`), and SCAE's sparsity losses (sec. 2.3).
 
-Each object capsule k reads its row of the Set Transformer's output and predicts, with an MLP
-of its own (weights not shared between capsules): its presence logit, an object-viewer pose OV_k
-(6 raw numbers), a small input-dependent deformation of its M object-part poses, one presence
-logit and one scale per vote. The object-part poses are `OP_{k,m} = static_{k,m} +
-dynamic_{k,m}` (raw numbers; the static part is learned, the dynamic part is penalized by L2), and
-part m's vote from object k is the composition `OV_k OP_{k,m}` (paper eq. 5), whose top two rows
-(6 numbers) are compared with part m's affine pose.
+Each object capsule k reads its row of the Set Transformer's output and predicts, with MLPs of
+its own (weights not shared between capsules; the reference code's two `BatchMLP`s: features ->
+128 -> 32 capsule parameters, then those and a constant 1 -> 128 -> outputs): its presence
+logit, an object-viewer pose OV_k (6 raw numbers), a small input-dependent deformation of its M
+object-part poses, one presence logit and one scale per vote. The object-part poses are
+`OP_{k,m} = static_{k,m} + dynamic_{k,m}` (raw numbers; the static part is learned, the dynamic
+part is penalized by L2), and part m's vote from object k is the composition `OV_k OP_{k,m}`
+(paper eq. 5), whose top two rows (6 numbers) are compared with part m's affine pose.
 
 Part likelihood (paper eq. 6): every present part is a mixture over the K objects' votes, plus
 a "dummy" component that explains parts no object claims (the reference code's, with log density
@@ -102,9 +103,11 @@ class _PerCapsuleLinear(snt.Module):
 class CapsuleDecoder(snt.Module):
     """`[B, K, D]` object-capsule features -> `ObjectCapsules` (module docstring).
 
-    Each capsule: a hidden layer of `hidden_size` ReLU units, then one linear map (no bias on the
-    dynamic object-part output, so that the learned static poses stay separate) to
-    `M * 6 + 6 + 1 + M + M` numbers; biases are added to the other outputs.
+    Each capsule: if `params_size`, a hidden layer of `hidden_size` ReLU units and a linear map to
+    `params_size` capsule parameters, to which a constant 1 is appended (the reference code's
+    "capsule exists" input); then a hidden layer of `hidden_size` ReLU units and one linear map
+    (no bias on the dynamic object-part output, so that the learned static poses stay separate)
+    to `M * 6 + 6 + 1 + M + M` numbers; biases are added to the other outputs.
     """
 
     def __init__(
@@ -113,17 +116,25 @@ class CapsuleDecoder(snt.Module):
         num_parts: int,
         hidden_size: int = 128,
         noise_scale: float = 4.0,
+        params_size: int | None = 32,
         name: str | None = None,
     ):
+        """Raises:
+        ValueError: a size < 1 (`params_size` may be None: no parameter layer).
+        """
         super().__init__(name=name)
-        if min(num_capsules, num_parts, hidden_size) < 1:
+        if min(num_capsules, num_parts, hidden_size, params_size or 1) < 1:
             raise ValueError(
-                f"num_capsules, num_parts, hidden_size must be >= 1; got {num_capsules}, "
-                f"{num_parts}, {hidden_size}."
+                f"num_capsules, num_parts, hidden_size, params_size must be >= 1; got "
+                f"{num_capsules}, {num_parts}, {hidden_size}, {params_size}."
             )
         self.num_capsules, self.num_parts, self.noise_scale = num_capsules, num_parts, noise_scale
         m = num_parts
         self._sizes = [m * 6, 6, 1, m, m]  # dynamic OP, OV, presence, vote presences, vote scales
+        self.params_size = params_size
+        if params_size:
+            self._params_hidden = _PerCapsuleLinear(num_capsules, hidden_size, name="params_hidden")
+            self._params = _PerCapsuleLinear(num_capsules, params_size, name="params")
         self._hidden = _PerCapsuleLinear(num_capsules, hidden_size, name="hidden")
         self._out = _PerCapsuleLinear(num_capsules, sum(self._sizes), with_bias=False, name="out")
         self.bias = tf.Variable(tf.zeros([num_capsules, sum(self._sizes[1:])]), name="bias")
@@ -137,6 +148,9 @@ class CapsuleDecoder(snt.Module):
         noise_seed: stateless seed of the `U(-noise_scale/2, noise_scale/2)` noise on both
           presence logits (training); None: no noise.
         """
+        if self.params_size:
+            params = self._params(tf.nn.relu(self._params_hidden(features)))
+            features = tf.concat([params, tf.ones_like(params[..., :1])], axis=-1)
         h = tf.nn.relu(self._hidden(features))
         out = self._out(h)  # [B, K, P]
         m = self.num_parts

@@ -8,11 +8,16 @@ Capsule Autoencoders (Kosiorek et al. 2019, sec. 2.2), with presence-weighted at
   subtracts `1e32 (1 - p)` from the logits instead, which on continuous presences collapses the
   attention onto the most present part.) Keras' `MultiHeadAttention` takes only boolean masks,
   hence this small implementation.
-- MAB(X, Y) = LN(H + rFF(H)), H = LN(X + Att(X, Y, Y)) (Lee et al. eq. 6); SAB(X) = MAB(X, X);
-  PMA_k(Z) = MAB(S, Z) with k learned seed vectors S (eq. 11).
-- `SetTransformer`: a linear embedding, `num_layers` SABs, a linear map to `output_size`, then a
-  PMA with one seed per object capsule: `[B, M, D_in] -> [B, K, output_size]`, invariant to
-  permutations of the parts.
+- MAB(X, Y) = LN(H + rFF(H)), H = LN(X + Att(X, Y, Y)) (Lee et al. eq. 6); SAB(X) = MAB(X, X),
+  with H multiplied by each part's presence before its layer norm (the reference code's
+  `SelfAttention`), so an absent part's own row carries nothing forward.
+- Pooling with one learned seed vector per object capsule, `pooling=`:
+  `"attention"` (the reference code's `SetTransformer`): the plain multi-head attention of the
+  seeds over the parts, `Att(S, Z, Z)`, so each output is a presence-weighted mix of the parts;
+  `"mab"` (Lee et al. eq. 11, PMA_k(Z) = MAB(S, Z)): adds the seed back and normalizes, so a
+  constant seed term is part of every output.
+- `SetTransformer`: a linear embedding, `num_layers` SABs, a linear map to `output_size`, then the
+  pooling: `[B, M, D_in] -> [B, K, output_size]`, invariant to permutations of the parts.
 
 Symbols: B batch, M parts (set size), K seeds (object capsules), D feature sizes.
 """
@@ -95,8 +100,18 @@ class MAB(snt.Module):
         self._norm_2 = snt.LayerNorm(-1, create_scale=True, create_offset=True, name="norm_2")
         self._ff = snt.nets.MLP([2 * size, size], name="feedforward")
 
-    def __call__(self, x: tf.Tensor, y: tf.Tensor, y_presence: tf.Tensor | None = None):
-        h = self._norm_1(x + self._attention(x, y, y_presence))
+    def __call__(
+        self,
+        x: tf.Tensor,
+        y: tf.Tensor,
+        y_presence: tf.Tensor | None = None,
+        x_presence: tf.Tensor | None = None,
+    ):
+        """`x_presence` `[B, Nx]`: multiplies the residual sum of row i (SAB: `x` is `y`)."""
+        h = x + self._attention(x, y, y_presence)
+        if x_presence is not None:
+            h *= tf.cast(x_presence, h.dtype)[..., tf.newaxis]
+        h = self._norm_1(h)
         return self._norm_2(h + self._ff(h))
 
 
@@ -110,24 +125,33 @@ class SetTransformer(snt.Module):
         hidden_size: int = 16,
         num_layers: int = 3,
         num_heads: int = 1,
+        pooling: str = "attention",
         name: str | None = None,
     ):
-        """Defaults: the reference code's MNIST encoder (embedding 16, 3 SABs, 1 head); the
-        reference maps to 256 before pooling (`output_size`).
+        """Defaults: the reference code's MNIST encoder (embedding 16, 3 SABs, 1 head, plain
+        attention pooling); the reference maps to 256 before pooling (`output_size`).
 
         Raises:
-          ValueError: any size < 1 (`num_layers` may be 0).
+          ValueError: any size < 1 (`num_layers` may be 0), or `pooling` not `attention` / `mab`.
         """
         super().__init__(name=name)
         if min(num_seeds, output_size, hidden_size, num_heads) < 1 or num_layers < 0:
             raise ValueError(
                 "num_seeds, output_size, hidden_size, num_heads must be >= 1, num_layers >= 0."
             )
+        if pooling not in ("attention", "mab"):
+            raise ValueError(f"pooling must be 'attention' or 'mab', got {pooling!r}.")
+        self.pooling = pooling
         self.num_seeds, self.output_size = num_seeds, output_size
         self._embed = snt.Linear(hidden_size, name="embed")
         self._layers = [MAB(hidden_size, num_heads, name=f"sab_{i}") for i in range(num_layers)]
         self._project = snt.Linear(output_size, name="project")
-        self._pool = MAB(output_size, num_heads, name="pma")
+        if pooling == "mab":
+            self._pool = MAB(output_size, num_heads, name="pma")
+        else:
+            self._pool = MultiHeadAttention(
+                num_heads, -(-output_size // num_heads), output_size, name="pma"
+            )
         self.seeds = tf.Variable(
             tf.random.stateless_normal([num_seeds, output_size], [0, 1]) / np.sqrt(output_size),
             name="seeds",
@@ -137,7 +161,7 @@ class SetTransformer(snt.Module):
         """The permutation-equivariant part: `[B, M, D_in] -> [B, M, output_size]`."""
         h = self._embed(parts)
         for layer in self._layers:
-            h = layer(h, h, presence)
+            h = layer(h, h, presence, presence)
         return self._project(h)
 
     def __call__(self, parts: tf.Tensor, presence: tf.Tensor | None = None) -> tf.Tensor:

@@ -27,9 +27,13 @@ def _np_affine3(raw):
 
 
 class CapsuleDecoderTest(tf.test.TestCase):
+    PARAMS_SIZE = 3
+
     def setUp(self):
         super().setUp()
-        self.decoder = objects.CapsuleDecoder(num_capsules=K, num_parts=M, hidden_size=8)
+        self.decoder = objects.CapsuleDecoder(
+            num_capsules=K, num_parts=M, hidden_size=8, params_size=self.PARAMS_SIZE
+        )
         self.features = tf.random.stateless_normal([B, K, 5], [1, 2])
 
     def test_votes_are_ov_times_op(self):
@@ -62,6 +66,10 @@ class CapsuleDecoderTest(tf.test.TestCase):
         diff = (noisy.vote_presence_logit - clean.vote_presence_logit).numpy()
         self.assertAllInRange(diff, -2.0, 2.0)
         self.assertGreater(np.abs(diff).max(), 0.1)
+
+
+class NoParamsLayerCapsuleDecoderTest(CapsuleDecoderTest):
+    PARAMS_SIZE = None
 
 
 class PartLikelihoodTest(tf.test.TestCase):

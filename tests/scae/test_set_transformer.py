@@ -32,9 +32,13 @@ class AttentionTest(tf.test.TestCase):
 
 
 class SetTransformerTest(tf.test.TestCase):
+    POOLING = "attention"
+
     def setUp(self):
         super().setUp()
-        self.model = set_transformer.SetTransformer(num_seeds=4, output_size=7, num_heads=2)
+        self.model = set_transformer.SetTransformer(
+            num_seeds=4, output_size=7, num_heads=2, pooling=self.POOLING
+        )
         rng = np.random.default_rng(1)
         self.x = tf.constant(rng.normal(size=(B, M, D)), tf.float32)
         self.p = tf.constant(rng.uniform(0.1, 1.0, size=(B, M)), tf.float32)
@@ -77,6 +81,27 @@ class SetTransformerTest(tf.test.TestCase):
     def test_bad_sizes(self):
         with self.assertRaises(ValueError):
             set_transformer.SetTransformer(num_seeds=0, output_size=4)
+        with self.assertRaisesRegex(ValueError, "pooling"):
+            set_transformer.SetTransformer(num_seeds=2, output_size=4, pooling="mean")
+
+    def test_one_present_part(self):
+        """With a single present part every key weight sits on it: plain attention pooling
+        returns the same vector (the part's projected value) for every seed; the MAB pooling adds
+        each seed back, so its outputs differ between seeds."""
+        p = np.zeros([B, M], np.float32)
+        p[:, 2] = 0.7
+        out = self.model(self.x, tf.constant(p)).numpy()  # [B, K, 7]
+        pool = self.model._pool
+        if self.POOLING == "attention":
+            h = self.model.encode(self.x, tf.constant(p))[:, 2:3]  # [B, 1, 7]
+            expected = pool._out(pool._v(h)).numpy()  # one head-merged value, projected
+            self.assertAllClose(out, np.broadcast_to(expected, out.shape), atol=1e-5)
+        else:
+            self.assertGreater(np.abs(out[:, 0] - out[:, 1]).max(), 1e-3)
+
+
+class MABPoolingSetTransformerTest(SetTransformerTest):
+    POOLING = "mab"
 
 
 if __name__ == "__main__":
