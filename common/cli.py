@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Callable
 
 import ml_collections
+import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from common import experiment, training
+from common import distribute, experiment, training
 from common.data import mnist
 
 # Errors about the user's input, files or run (not bugs): reported in one line.
@@ -126,6 +128,9 @@ def prepare_run(
 ) -> tuple[ml_collections.ConfigDict, str, str | None]:
     """Creates (or finds, with `resume`) the run folder and records the run.
 
+    With `config.strategy == "multi_worker"` every worker of the cluster gets the run folder the
+    chief chose (`distribute.chief_value` on its number), and only the chief records the run.
+
     Returns:
       `(config, run_dir, resume_from)`: on resume the stored config with this
       command line's explicit `--config.*` overrides applied, and the
@@ -139,8 +144,14 @@ def prepare_run(
     argv = list(sys.argv if argv is None else argv)
     if checkpoint and not resume:
         raise experiment.RunError("--checkpoint only makes sense with --resume.")
+    strategy = None
+    if config.get("strategy") == "multi_worker":
+        strategy = distribute.make_strategy("multi_worker")
+    chief = strategy is None or distribute.is_chief(strategy)
     if resume:
         run_dir = experiment.latest_run_dir(results_dir, run_name)
+        if strategy is not None:
+            run_dir = _chief_run_dir(strategy, results_dir, run_name, run_dir)
         stored = experiment.load_config(run_dir)
         for name in _explicit_overrides(argv):
             _set(stored, name, _get(config, name))
@@ -150,11 +161,54 @@ def prepare_run(
             raise experiment.RunError(f"--checkpoint {checkpoint!r} does not exist.")
         logging.info("Resuming %s from %s", run_dir, resume_from or "its start (no checkpoint)")
     else:
-        run_dir = experiment.new_run_dir(results_dir, run_name)
+        run_dir = experiment.new_run_dir(results_dir, run_name) if chief else None
+        if strategy is not None:
+            run_dir = _chief_run_dir(strategy, results_dir, run_name, run_dir)
         resume_from = None
         logging.info("New run folder %s", run_dir)
-    experiment.write_run_info(run_dir, config, argv)
+    if chief:
+        experiment.write_run_info(run_dir, config, argv)
     return config, run_dir, resume_from
+
+
+def _chief_run_dir(
+    strategy: tf.distribute.Strategy, results_dir: str, run_name: str, run_dir: str | None
+) -> str:
+    """The chief's `<results_dir>/<run_name>/<N>` (its `run_dir`; None on the other workers),
+    agreed by every worker."""
+    number = distribute.chief_value(strategy, int(os.path.basename(run_dir)) if run_dir else 0)
+    return os.path.join(results_dir, run_name, str(number))
+
+
+def train_main(
+    config_flag,
+    train_fn: Callable[[ml_collections.ConfigDict, str, str | None], training.TrainResult],
+    evaluate_run: Callable[[str], dict],
+    format_metrics: Callable[[str, dict], str],
+) -> Callable[[list[str]], None]:
+    """The `main` of a training binary: prepares the run folder (`prepare_run`), trains with
+    `train_fn(config, run_dir, resume_from)`, then, unless training was interrupted, this process
+    is a non-chief worker or `config.eval.after_training` is False, evaluates the run
+    (`evaluate_run(run_dir)`, which writes `metrics.json`) and prints `format_metrics`. Errors
+    about the user's input exit 1 with one line (`run_or_fail`)."""
+
+    def train_and_evaluate():
+        f = flags.FLAGS
+        config, run_dir, resume_from = prepare_run(
+            config_flag.value, f.results_dir, f.run_name, f.resume, f.checkpoint
+        )
+        result = train_fn(config, run_dir, resume_from)
+        if result.interrupted or not result.is_chief or not config.eval.after_training:
+            return None
+        return run_dir, evaluate_run(run_dir)
+
+    def main(argv: list[str]) -> None:
+        no_extra_args(argv)
+        out = run_or_fail(train_and_evaluate)
+        if out is not None:
+            print(format_metrics(*out))
+
+    return main
 
 
 def no_extra_args(argv: list[str]) -> None:

@@ -13,9 +13,13 @@ import tensorflow as tf
 
 STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 
+# A process joins one multi-worker cluster once: `make_strategy("multi_worker")` returns the same
+# strategy to every caller (the run-folder agreement in `common.cli` and the training loop).
+_MULTI_WORKER: list[tf.distribute.MultiWorkerMirroredStrategy] = []
+
 
 def make_strategy(name: str, tpu_address: str = "") -> tf.distribute.Strategy:
-    """Returns the `tf.distribute.Strategy` called `name`.
+    """Returns the `tf.distribute.Strategy` called `name` (`multi_worker`: one per process).
 
     Args:
       name: one of `STRATEGIES`. `default` runs on one device; `mirrored`
@@ -36,13 +40,46 @@ def make_strategy(name: str, tpu_address: str = "") -> tf.distribute.Strategy:
             devices = [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi_worker":
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        if not _MULTI_WORKER:
+            _MULTI_WORKER.append(tf.distribute.MultiWorkerMirroredStrategy())
+        return _MULTI_WORKER[0]
     if name == "tpu":
         resolver = tf.distribute.cluster_resolver.TPUClusterResolver(tpu=tpu_address)
         tf.config.experimental_connect_to_cluster(resolver)
         tf.tpu.experimental.initialize_tpu_system(resolver)
         return tf.distribute.TPUStrategy(resolver)
     raise ValueError(f"Unknown strategy {name!r}; expected one of {STRATEGIES}.")
+
+
+def task_id(strategy: tf.distribute.Strategy) -> int:
+    """This worker's index in its task type (0 outside a multi-worker cluster)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    return int(getattr(resolver, "task_id", 0) or 0)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """True unless this process is a non-chief worker of a multi-worker job (the chief is the
+    `chief` task, or worker 0 when the cluster has no `chief`, as in the TF distribute guide)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
+        return True
+    task_type = resolver.task_type
+    if task_type in (None, "chief"):
+        return True
+    has_chief = "chief" in resolver.cluster_spec().as_dict()
+    return task_type == "worker" and resolver.task_id == 0 and not has_chief
+
+
+def chief_value(strategy: tf.distribute.Strategy, value: int) -> int:
+    """The chief's `value`, agreed by every worker of the cluster (one all-reduce): each of the
+    chief's local replicas contributes `value / local replicas`, the other workers 0.
+
+    Every worker must call it at the same point (it is a collective operation).
+    """
+    local = strategy.extended.worker_devices
+    share = float(value) / len(local) if is_chief(strategy) else 0.0
+    per_replica = strategy.run(lambda: tf.constant(share, tf.float64))
+    return int(round(float(strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None))))
 
 
 def global_batch_normal(

@@ -102,6 +102,7 @@ class TrainResult(NamedTuple):
     validation_metrics: dict[str, float]
     interrupted: bool
     stopped_by_hook: bool = False  # `after_validation` returned True
+    is_chief: bool = True  # False on the non-chief workers of a multi-worker job
 
 
 def loop_config() -> ml_collections.ConfigDict:
@@ -135,23 +136,6 @@ def setup_devices(num_cpu_devices: int) -> None:
             "config.num_cpu_devices must be set before TensorFlow runs any op; "
             "run it in a fresh process."
         ) from e
-
-
-def _task_id(strategy: tf.distribute.Strategy) -> int:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    return int(getattr(resolver, "task_id", 0) or 0)
-
-
-def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    """True unless this process is a non-chief worker of a multi-worker job."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy) or resolver is None:
-        return True
-    task_type = resolver.task_type
-    if task_type in (None, "chief"):
-        return True
-    has_chief = "chief" in resolver.cluster_spec().as_dict()
-    return task_type == "worker" and resolver.task_id == 0 and not has_chief
 
 
 def current_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float:
@@ -305,11 +289,12 @@ def train(
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
     rng = tf.random.Generator.from_seed(config.seed)
     checkpoint = tf.train.Checkpoint(model=task.model, optimizers=optimizers, step=step, rng=rng)
-    chief = _is_chief(strategy)
+    chief = distribute.is_chief(strategy)
     # Multi-worker: every worker must take part in saving, but only the chief
     # writes into the run folder (TF distribute guide); the others write to a
     # scratch folder that is removed at the end.
-    checkpoint_dir = run_dir if chief else os.path.join(run_dir, f".worker_{_task_id(strategy)}")
+    scratch = f".worker_{distribute.task_id(strategy)}"
+    checkpoint_dir = run_dir if chief else os.path.join(run_dir, scratch)
     manager = tf.train.CheckpointManager(
         checkpoint,
         checkpoint_dir,
@@ -454,4 +439,6 @@ def train(
         writer.flush()
     if not chief:
         shutil.rmtree(checkpoint_dir, ignore_errors=True)
-    return TrainResult(int(step), last_metrics, validation_metrics, interrupted, stopped_by_hook)
+    return TrainResult(
+        int(step), last_metrics, validation_metrics, interrupted, stopped_by_hook, chief
+    )

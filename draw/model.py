@@ -32,7 +32,7 @@ import sonnet as snt
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from common import attention
+from common import attention, distribute
 
 tfd = tfp.distributions
 
@@ -214,7 +214,11 @@ class DRAW(snt.Module):
         if tuple(x.shape[1:]) != self.image_shape:
             raise ValueError(f"DRAW expects [B, {self.image_shape}] images, got {x.shape}.")
         batch = tf.shape(x)[0]
-        eps = tf.random.stateless_normal([self.num_steps, batch, self.latent_size], seed)
+        # Each example's noise depends on its place in the global batch only (the same on any
+        # number of replicas).
+        eps = distribute.global_batch_normal(
+            [self.num_steps, batch, self.latent_size], seed, batch_axis=1
+        )
 
         def step(carry, eps_t):
             enc_state, dec_state, canvas = carry["enc"], carry["dec"], carry["canvas"]

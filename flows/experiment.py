@@ -43,19 +43,26 @@ def build_task(config: ml_collections.ConfigDict):
     raise ValueError(f"config.task must be mnist, uci or toy, got {config.task!r}.")
 
 
+def train_run(
+    config: ml_collections.ConfigDict, run_dir: str, resume_from: str | None = None
+) -> training.TrainResult:
+    """Trains the run (MNIST and UCI: with early stopping)."""
+    if config.task in ("mnist", "uci"):
+        result, _ = train_with_early_stopping(config, run_dir, resume_from)
+        return result
+    return training.train(config, run_dir, build_task, resume_from)
+
+
 def train_and_evaluate(
     config: ml_collections.ConfigDict, run_dir: str, resume_from: str | None = None
 ) -> dict[str, Any] | None:
-    """Trains (MNIST: with early stopping) and evaluates the run.
+    """Trains (`train_run`) and evaluates the run.
 
     Returns:
-      The metrics written to `metrics.json`, or None when interrupted or
-      `eval.after_training` is False.
+      The metrics written to `metrics.json`, or None when interrupted, on a non-chief worker or
+      when `eval.after_training` is False.
     """
-    if config.task in ("mnist", "uci"):
-        result, _ = train_with_early_stopping(config, run_dir, resume_from)
-    else:
-        result = training.train(config, run_dir, build_task, resume_from)
-    if result.interrupted or not config.eval.after_training:
+    result = train_run(config, run_dir, resume_from)
+    if result.interrupted or not result.is_chief or not config.eval.after_training:
         return None
     return evaluate_run(run_dir)

@@ -31,21 +31,14 @@ _CONFIG = cli.define_config(
 )
 cli.define_run_flags("flows")
 flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
-FLAGS = flags.FLAGS
 
 
-def _train_and_evaluate():
-    config, run_dir, resume_from = cli.prepare_run(
-        _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
-    )
-    return run_dir, flows_experiment.train_and_evaluate(config, run_dir, resume_from)
-
-
-def main(argv):
-    cli.no_extra_args(argv)
-    run_dir, metrics = cli.run_or_fail(_train_and_evaluate)
-    if metrics is not None:
-        print(flows_evaluation.format_metrics(run_dir, metrics))
+main = cli.train_main(
+    _CONFIG,
+    flows_experiment.train_run,
+    flows_experiment.evaluate_run,
+    flows_evaluation.format_metrics,
+)
 
 
 if __name__ == "__main__":

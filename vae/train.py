@@ -28,24 +28,16 @@ _CONFIG = cli.define_config(
 )
 cli.define_run_flags("vae")
 flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under --help
-FLAGS = flags.FLAGS
 
 
-def _train_and_evaluate():
-    config, run_dir, resume_from = cli.prepare_run(
-        _CONFIG.value, FLAGS.results_dir, FLAGS.run_name, FLAGS.resume, FLAGS.checkpoint
-    )
-    result = training.train(config, run_dir, vae_experiment.build_task, resume_from)
-    if result.interrupted or not config.eval.after_training:
-        return None
-    return run_dir, vae_experiment.evaluate_run(run_dir)
-
-
-def main(argv):
-    cli.no_extra_args(argv)
-    out = cli.run_or_fail(_train_and_evaluate)
-    if out is not None:
-        print(vae_experiment.format_metrics(*out))
+main = cli.train_main(
+    _CONFIG,
+    lambda config, run_dir, resume_from: training.train(
+        config, run_dir, vae_experiment.build_task, resume_from
+    ),
+    vae_experiment.evaluate_run,
+    vae_experiment.format_metrics,
+)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,110 @@
+"""Multi-worker training on localhost: two `python -m <package>.train` processes joined by
+`TF_CONFIG` into one `MultiWorkerMirroredStrategy` cluster (the TF distribute guide's setup) train
+a `smoke` config together. Checked: both exit 0; they agree on one run folder (the chief's, one
+past the folders already there); only the chief evaluates and writes into it (the non-chief's
+scratch checkpoints are gone); and the trained parameters equal those of one process with the
+same global batch, to float tolerance."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+
+import numpy as np
+import tensorflow as tf
+
+from common import experiment
+from tests import binaries
+
+CASES = {
+    "vae": ("vae.train", "vae/configs/iwae.py:smoke", 40),
+    "draw": ("draw.train", "draw/configs/mnist.py:smoke", 30),
+}
+
+
+def _free_ports(n):
+    sockets = [socket.socket() for _ in range(n)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def _params(run_dir):
+    restored = experiment.load_from_checkpoint(run_dir)
+    return {v.name: v.numpy() for v in restored.model.trainable_variables}
+
+
+class MultiWorkerTest(tf.test.TestCase):
+    def _check(self, package):
+        module, config, steps = CASES[package]
+        results = self.create_tempdir().full_path
+        args = [
+            f"--config={config}",
+            f"--config.loop.num_steps={steps}",
+            f"--results_dir={results}",
+        ]
+        binaries.run(module, *args, "--run_name=one", "--config.eval.after_training=False")
+
+        os.makedirs(os.path.join(results, "mw", "1"))  # an earlier run: the new one must be 2
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
+        procs = []
+        for index in range(2):
+            env = binaries.env()
+            env["TF_CONFIG"] = json.dumps(
+                {"cluster": cluster, "task": {"type": "worker", "index": index}}
+            )
+            procs.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        "-m",
+                        module,
+                        *args,
+                        "--run_name=mw",
+                        "--config.strategy=multi_worker",
+                    ],
+                    cwd=binaries.ROOT,
+                    env=env,
+                    stdout=subprocess.PIPE,
+                    stderr=subprocess.PIPE,
+                    text=True,
+                )
+            )
+        outputs = [p.communicate(timeout=600) for p in procs]
+        for p, (_, err) in zip(procs, outputs, strict=True):
+            self.assertEqual(p.returncode, 0, err[-3000:])
+        self.assertEqual(sorted(os.listdir(os.path.join(results, "mw"))), ["1", "2"])
+        run_dir = os.path.join(results, "mw", "2")
+        self.assertTrue(os.path.exists(os.path.join(run_dir, "metrics.json")))
+        self.assertFalse([n for n in os.listdir(run_dir) if n.startswith(".worker")])
+        # Only the chief (worker 0) evaluated and printed the figures.
+        self.assertIn("metrics.json", outputs[0][0])
+        self.assertNotIn("metrics.json", outputs[1][0])
+
+        one, two = _params(os.path.join(results, "one", "1")), _params(run_dir)
+        self.assertEqual(one.keys(), two.keys())
+        for name in one:
+            self.assertAllClose(two[name], one[name], rtol=1e-4, atol=1e-4, msg=name)
+        # The tolerance is small next to how far training moved the parameters.
+        first = experiment.checkpoint_paths(os.path.join(results, "one", "1"))[0]
+        start = {
+            v.name: v.numpy()
+            for v in experiment.load_from_checkpoint(
+                os.path.join(results, "one", "1"), first
+            ).model.trainable_variables
+        }
+        self.assertGreater(max(np.abs(start[n] - one[n]).max() for n in one), 1e-2)
+
+    def test_vae_two_workers_equal_one_process(self):
+        self._check("vae")
+
+    def test_draw_two_workers_equal_one_process(self):
+        self._check("draw")
+
+
+if __name__ == "__main__":
+    tf.test.main()
