@@ -144,6 +144,15 @@ def prepare_run(
     argv = list(sys.argv if argv is None else argv)
     if checkpoint and not resume:
         raise experiment.RunError("--checkpoint only makes sense with --resume.")
+    try:
+        return _prepare_run(config, results_dir, run_name, resume, checkpoint, argv)
+    except OSError as e:  # a read-only or full disk, a file where a folder should be
+        raise experiment.write_failure(
+            "the run folder", e.filename or os.path.join(results_dir, run_name), e
+        ) from e
+
+
+def _prepare_run(config, results_dir, run_name, resume, checkpoint, argv):
     strategy = None
     if config.get("strategy") == "multi_worker":
         strategy = distribute.make_strategy("multi_worker")

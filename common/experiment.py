@@ -41,6 +41,14 @@ class RunError(RuntimeError):
     """A run folder or checkpoint that cannot be used; the message says why."""
 
 
+def write_failure(what: str, path: str, error: BaseException) -> RunError:
+    """A `RunError` for a write that failed (disk full, read-only or missing folder): names
+    `path` and the operating system's reason, e.g. "No space left on device"."""
+    reason = getattr(error, "strerror", None) or str(getattr(error, "message", error))
+    reason = re.sub(r"\s*\[Op:\w+\]$", "", reason.split(";")[-1].strip())
+    return RunError(f"Could not write {what} in {path!r}: {reason}.")
+
+
 def _numbered_runs(run_root: str) -> list[int]:
     if not os.path.isdir(run_root):
         return []

@@ -12,6 +12,26 @@ import ml_collections
 import tf_keras
 
 OPTIMIZERS = ("adam", "rmsprop")
+SCHEDULES = ("constant", "cosine")
+
+
+def learning_rate_schedule(opt: ml_collections.ConfigDict, num_steps: int):
+    """The learning rate of `opt.schedule`: `constant` (the float `opt.learning_rate`) or
+    `cosine` (Keras' `CosineDecay` from `opt.learning_rate` over `num_steps` steps to
+    `opt.final_fraction` of it).
+
+    Raises:
+      ValueError: another schedule.
+    """
+    if opt.schedule == "constant":
+        return opt.learning_rate
+    if opt.schedule == "cosine":
+        return tf_keras.optimizers.schedules.CosineDecay(
+            opt.learning_rate, num_steps, alpha=opt.final_fraction
+        )
+    raise ValueError(
+        f"Unknown optimizer.schedule {opt.schedule!r}; expected one of {', '.join(SCHEDULES)}."
+    )
 
 
 def make_optimizer(

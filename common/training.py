@@ -23,6 +23,7 @@ a resumed run continues the exact trajectory of an uninterrupted one.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import os
 import shutil
 import signal
@@ -269,7 +270,8 @@ def train(
     Raises:
       NonFiniteError: a loss, metric or gradient became NaN/Inf; the message
         names the step and the quantity; no checkpoint is written after it.
-      experiment.RunError: the checkpoint to resume from is unreadable.
+      experiment.RunError: the checkpoint to resume from is unreadable, or a checkpoint could not
+        be written (disk full, read-only folder); the earlier checkpoints are left intact.
     """
     setup_devices(config.get("num_cpu_devices", 0))
     if config.get("deterministic", True):
@@ -357,7 +359,18 @@ def train(
     def save(s):
         if manager.latest_checkpoint and experiment.checkpoint_step(manager.latest_checkpoint) == s:
             return
-        path = manager.save(checkpoint_number=s)
+        try:
+            path = manager.save(checkpoint_number=s)
+        except (tf.errors.OpError, OSError) as e:  # disk full, read-only, folder gone
+            # TF writes into `<prefix>_temp` and renames it only when complete: drop the partial
+            # copy; every earlier checkpoint stays as it was.
+            for partial in glob.glob(os.path.join(checkpoint_dir, f"*-{s}_temp*")):
+                shutil.rmtree(partial, ignore_errors=True)
+            error = experiment.write_failure(f"the step-{s} checkpoint", checkpoint_dir, e)
+            raise experiment.RunError(
+                f"{error} The last good checkpoint ({manager.latest_checkpoint or 'none yet'}) "
+                "is intact; free space or make the folder writable, then --resume."
+            ) from e
         logging.info("Saved checkpoint %s", path)
 
     stopped_by_hook = False

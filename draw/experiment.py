@@ -74,18 +74,8 @@ def make_optimizer(config: ml_collections.ConfigDict) -> tf_keras.optimizers.Opt
     Raises:
       ValueError: unknown schedule.
     """
-    opt = config.optimizer
-    if opt.schedule == "constant":
-        lr = opt.learning_rate
-    elif opt.schedule == "cosine":
-        lr = tf_keras.optimizers.schedules.CosineDecay(
-            opt.learning_rate, config.loop.num_steps, alpha=opt.final_fraction
-        )
-    else:
-        raise ValueError(
-            f"Unknown optimizer.schedule {opt.schedule!r}; expected constant or cosine."
-        )
-    return optimizers.make_optimizer(opt, lr)
+    lr = optimizers.learning_rate_schedule(config.optimizer, config.loop.num_steps)
+    return optimizers.make_optimizer(config.optimizer, lr)
 
 
 def load_data(config: ml_collections.ConfigDict) -> data.BinarizedMnist:

@@ -99,18 +99,15 @@ def make_optimizer(config: ml_collections.ConfigDict, steps_per_epoch: int):
       ValueError: for an unknown schedule.
     """
     opt = config.optimizer
+    if opt.schedule not in ("paper", *optimizers.SCHEDULES):
+        raise ValueError(
+            f"Unknown optimizer.schedule {opt.schedule!r}; expected paper, "
+            f"{', '.join(optimizers.SCHEDULES)}."
+        )
     if opt.schedule == "paper":
         lr = _paper_schedule(config, steps_per_epoch)
-    elif opt.schedule == "cosine":
-        lr = tf_keras.optimizers.schedules.CosineDecay(
-            opt.learning_rate, config.loop.num_steps, alpha=opt.final_fraction
-        )
-    elif opt.schedule == "constant":
-        lr = opt.learning_rate
     else:
-        raise ValueError(
-            f"Unknown optimizer.schedule {opt.schedule!r}; expected paper, cosine or constant."
-        )
+        lr = optimizers.learning_rate_schedule(opt, config.loop.num_steps)
     return optimizers.make_optimizer(opt, lr)
 
 

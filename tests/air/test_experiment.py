@@ -8,27 +8,16 @@ import time
 import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
-from tensorboard.backend.event_processing import event_accumulator
 
 from air import data as multi_mnist
 from air import experiment as air_experiment
 from air import model, plots
 from air.configs import air as air_configs
 from common import experiment
-from tests import binaries
+from tests import binaries, events
 
 NUM_STEPS = 60
 SUMMARY_EVERY = 20
-
-
-def _events(path):
-    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
-    acc.Reload()
-    return acc
-
-
-def _scalars(acc, tag):
-    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
 
 
 class AIREndToEndTest(tf.test.TestCase):
@@ -54,7 +43,7 @@ class AIREndToEndTest(tf.test.TestCase):
             cls.metrics = json.load(f)
 
     def test_negative_elbo_decreases(self):
-        elbo = _scalars(_events(os.path.join(self.run_dir, "train")), "elbo")
+        elbo = events.scalars(events.load(os.path.join(self.run_dir, "train")), "elbo")
         self.assertEqual([s for s, _ in elbo], [20, 40, 60])
         # Means over steps 1-20 and 41-60; -ELBO is the bound part of the model loss.
         self.assertGreater(elbo[-1][1], elbo[0][1] + 10.0, elbo)
@@ -80,15 +69,15 @@ class AIREndToEndTest(tf.test.TestCase):
         self.assertIn("confusion matrix", self.eval_proc.stdout)
 
     def test_tensorboard_images_and_scalars(self):
-        train = _events(os.path.join(self.run_dir, "train"))
+        train = events.load(os.path.join(self.run_dir, "train"))
         tags = set(train.Tags()["tensors"])
         for tag in ("input", "reconstruction", "glimpse_boxes", "loss/model", "loss/baseline"):
             self.assertIn(tag, tags)
-        test = _events(os.path.join(self.run_dir, "test"))
+        test = events.load(os.path.join(self.run_dir, "test"))
         tags = set(test.Tags()["tensors"])
         for tag in ("confusion_matrix", "glimpse_boxes", "count_accuracy", "elbo"):
             self.assertIn(tag, tags)
-        validation = set(_events(os.path.join(self.run_dir, "validation")).Tags()["tensors"])
+        validation = set(events.load(os.path.join(self.run_dir, "validation")).Tags()["tensors"])
         self.assertIn("count_accuracy", validation)
 
     def test_load_from_checkpoint_restores_the_model(self):

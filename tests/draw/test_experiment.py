@@ -9,23 +9,12 @@ import tempfile
 import numpy as np
 import tensorflow as tf
 from PIL import Image
-from tensorboard.backend.event_processing import event_accumulator
 
 from common import summaries
 from draw import experiment as draw_experiment
 from draw import plots
 from draw.configs import mnist as mnist_configs
-from tests import binaries
-
-
-def _events(path):
-    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
-    acc.Reload()
-    return acc
-
-
-def _scalars(acc, tag):
-    return [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+from tests import binaries, events
 
 
 class DRAWEndToEndTest(tf.test.TestCase):
@@ -52,14 +41,14 @@ class DRAWEndToEndTest(tf.test.TestCase):
         super().tearDownClass()
 
     def test_the_validation_bound_decreases(self):
-        val = _scalars(_events(os.path.join(self.run_dir, "validation")), "negative_elbo")
+        val = events.scalars(events.load(os.path.join(self.run_dir, "validation")), "negative_elbo")
         self.assertEqual([s for s, _ in val], [100, 200])
-        acc = _events(os.path.join(self.run_dir, "train"))
-        first = _scalars(acc, "negative_elbo")[0][1]
+        acc = events.load(os.path.join(self.run_dir, "train"))
+        first = events.scalars(acc, "negative_elbo")[0][1]
         self.assertLess(val[-1][1], first - 5.0, (first, val))
 
     def test_tensorboard_has_the_terms_and_the_step_images(self):
-        tags = set(_events(os.path.join(self.run_dir, "train")).Tags()["tensors"])
+        tags = set(events.load(os.path.join(self.run_dir, "train")).Tags()["tensors"])
         for tag in ("negative_elbo", "reconstruction_loss", "latent_loss", "grad_norm",
                     "reconstruction_steps", "samples_steps"):  # fmt: skip
             self.assertIn(tag, tags)
@@ -86,7 +75,7 @@ class DRAWEndToEndTest(tf.test.TestCase):
         with Image.open(os.path.join(out, "canvas.gif")) as gif:
             self.assertEqual(gif.n_frames, steps)
             self.assertEqual(gif.size, (3 * (28 * 3 + 2) - 2,) * 2)  # 3 x 3 samples, scale 3
-        tags = set(_events(os.path.join(self.run_dir, "test")).Tags()["tensors"])
+        tags = set(events.load(os.path.join(self.run_dir, "test")).Tags()["tensors"])
         self.assertIn("generated/final_canvas", tags)
 
     def test_validation_curve_png(self):

@@ -8,19 +8,12 @@ import tempfile
 
 import tensorflow as tf
 from absl.testing import parameterized
-from tensorboard.backend.event_processing import event_accumulator
 
 from common import experiment
 from scae import data, model
 from scae import experiment as scae_experiment
 from scae.configs import mnist as mnist_configs
-from tests import binaries
-
-
-def _scalars(path, tag):
-    acc = event_accumulator.EventAccumulator(path, size_guidance={"tensors": 0})
-    acc.Reload()
-    return acc, [(e.step, float(tf.make_ndarray(e.tensor_proto))) for e in acc.Tensors(tag)]
+from tests import binaries, events
 
 
 class SCAEEndToEndTest(tf.test.TestCase):
@@ -44,16 +37,18 @@ class SCAEEndToEndTest(tf.test.TestCase):
         super().tearDownClass()
 
     def test_the_loss_decreases(self):
-        _, loss = _scalars(os.path.join(self.run_dir, "train"), "loss/model")
+        loss = events.scalars(events.load(os.path.join(self.run_dir, "train")), "loss/model")
         self.assertEqual([s for s, _ in loss], [10, 20, 30, 40])
         self.assertLess(loss[-1][1], loss[0][1] - 10.0, loss)
 
     def test_tensorboard_images_and_validation_accuracy(self):
-        acc, _ = _scalars(os.path.join(self.run_dir, "train"), "loss/model")
+        acc = events.load(os.path.join(self.run_dir, "train"))
         tags = set(acc.Tags()["tensors"])
         for tag in ("input", "reconstruction", "difference", "templates", "rec_ll"):
             self.assertIn(tag, tags)
-        _, val = _scalars(os.path.join(self.run_dir, "validation"), "prior_kmeans_accuracy")
+        val = events.scalars(
+            events.load(os.path.join(self.run_dir, "validation")), "prior_kmeans_accuracy"
+        )
         self.assertEqual([s for s, _ in val], [10, 20, 30, 40])
         self.assertTrue(all(0.0 <= v <= 1.0 for _, v in val))
 
