@@ -48,6 +48,41 @@ def write_test_metrics(
     writer.flush()
 
 
+def drop_events_after(log_dir: str, step: int) -> int:
+    """Removes, from every event file in `log_dir`, the events of steps after `step`; returns how
+    many were removed.
+
+    A run that resumes from its step-`step` checkpoint recomputes and rewrites the later steps,
+    so the events a killed process wrote after that checkpoint are superseded: without this,
+    TensorBoard (which, for TF2 event files, purges nothing on a restart) would show those steps
+    twice. Each file is rewritten atomically (a temporary file, then `os.replace`), and only when
+    it holds something to remove; a record the kill cut short is not copied (reading stops there).
+    """
+    if not tf.io.gfile.isdir(log_dir):
+        return 0
+    removed = 0
+    for path in sorted(tf.io.gfile.glob(os.path.join(log_dir, "events.out.tfevents.*"))):
+        records, dropped = [], 0
+        try:
+            for record in tf.data.TFRecordDataset(path):
+                record = record.numpy()
+                if tf.compat.v1.Event.FromString(record).step > step:
+                    dropped += 1
+                else:
+                    records.append(record)
+        except tf.errors.DataLossError:  # a damaged last record: stop reading there
+            dropped += 1
+        if not dropped:
+            continue
+        tmp = path + ".tmp"
+        with tf.io.TFRecordWriter(tmp) as writer:
+            for record in records:
+                writer.write(record)
+        os.replace(tmp, path)
+        removed += dropped
+    return removed
+
+
 def validation_curve(run_dir: str, tag: str) -> list[tuple[int, float]]:
     """`(step, value)` pairs of the scalar `tag` in `<run_dir>/validation` (the events the
     training loop writes at every validation); empty when the run has none."""

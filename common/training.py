@@ -37,7 +37,7 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from common import distribute, experiment
+from common import distribute, experiment, summaries
 
 
 class NonFiniteError(FloatingPointError):
@@ -318,6 +318,18 @@ def train(
                 )
                 optimizer._learning_rate.assign(lr)
     start = int(step)
+    if chief:  # events a killed process wrote after the checkpoint are rewritten now
+        for name in ("train", "validation"):
+            dropped = summaries.drop_events_after(os.path.join(run_dir, name), start)
+            if dropped:
+                logging.info(
+                    "Dropped %d TensorBoard events after step %d from %s/%s: this run rewrites "
+                    "them.",
+                    dropped,
+                    start,
+                    run_dir,
+                    name,
+                )
     num_steps = config.loop.num_steps
     dataset = strategy.experimental_distribute_dataset(task.train_dataset(start))
     iterator = iter(dataset)
