@@ -109,8 +109,14 @@ def _plot(scae, test: data.Split, test_features: dict, run_dir: str, seed: int) 
         test_features["posterior"], test_features["label"], os.path.join(run_dir, "tsne.png"),
         seed=seed,
     )  # fmt: skip
+    plots.save_object_reconstructions(
+        x.numpy()[:4], scae.object_reconstructions(out).numpy()[:4],
+        out.part_likelihood.prior_presence.numpy()[:4],
+        os.path.join(run_dir, "object_reconstructions.png"),
+    )  # fmt: skip
     return [
-        "templates.png", "reconstructions.png", "accuracy_curve.png", "presences.png", "tsne.png"
+        "templates.png", "reconstructions.png", "accuracy_curve.png", "presences.png", "tsne.png",
+        "object_reconstructions.png",
     ]  # fmt: skip
 
 

@@ -170,7 +170,19 @@ class SCAETask:
         columns = int(math.ceil(math.sqrt(len(x))))
         upsample = lambda im: tf.image.resize(im, [80, 80], method="nearest")
         templates = upsample(self.model.template_decoder.templates)
+        k, m = self.model.capsule_decoder.num_capsules, self.model.capsule_decoder.num_parts
+        # Per-example grids for 4 examples: a row each, a column per object capsule / part.
+        few = self.model(x[:4])
+        flat = lambda t: tf.reshape(t, [-1, *t.shape[2:]])
+        per_object = tf.clip_by_value(self.model.object_reconstructions(few), 0, 1)
+        presence = out.part_likelihood.prior_presence  # [16, K] as 10x10-pixel cells
+        cells = tf.image.resize(
+            presence[tf.newaxis, ..., tf.newaxis], [10 * len(x), 10 * k], method="nearest"
+        )
         return {
+            "object_reconstructions": summaries.image_grid(flat(per_object), k),
+            "transformed_templates": summaries.image_grid(flat(few.rendered.templates), m),
+            "prior_presence": cells,
             "input": summaries.image_grid(upsample(x), columns),
             "reconstruction": summaries.image_grid(
                 upsample(tf.clip_by_value(recon, 0, 1)), columns

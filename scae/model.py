@@ -141,6 +141,22 @@ class SCAE(snt.Module):
             },
         )
 
+    def object_reconstructions(self, out: SCAEOutput) -> tf.Tensor:
+        """`[B, K, H, W, C]`: what each object capsule draws (the reference code's per-capsule
+        top-down reconstruction): every template m placed at capsule k's vote `OV_k OP_{k,m}`
+        and mixed (`TemplateDecoder.reconstruction`, with the background) with presence
+        `a_k a_{k,m} d_m`, the object's and the vote's presence times the part's."""
+        votes = out.objects.votes()  # [B, K, M, 6]
+        shape = tf.shape(votes)
+        m = self.template_decoder.num_parts
+        affine = tf.reshape(votes, [-1, m, 2, 3])  # [B*K, M, 2, 3]
+        rendered = self.template_decoder.render(affine, self.image_shape)
+        presence = out.objects.vote_presence() * out.parts.presence[:, tf.newaxis]
+        p = tf.clip_by_value(tf.reshape(presence, [-1, m]), 1e-6, 1.0 - 1e-6)
+        recon = self.template_decoder.reconstruction(rendered, tf.math.log(p) - tf.math.log1p(-p))
+        h, w = self.image_shape
+        return tf.reshape(recon, tf.concat([shape[:2], [h, w, tf.shape(recon)[-1]]], 0))
+
 
 def loss_terms(
     out: SCAEOutput, labels: tf.Tensor | None, weights: ml_collections.ConfigDict

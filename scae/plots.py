@@ -136,3 +136,33 @@ def save_presences(
     fig.colorbar(mappable, ax=axes[:, 1:].ravel().tolist(), fraction=0.02)
     fig.savefig(path, dpi=100)
     plt.close(fig)
+
+
+def save_object_reconstructions(
+    images: np.ndarray, per_object: np.ndarray, prior: np.ndarray, path: str
+) -> None:
+    """Per example (a row): the input, then what each object capsule draws (`[N, K, H, W, 1]`
+    from `SCAE.object_reconstructions`), titled with its prior presence; capsules of presence
+    at least 0.5 are framed in orange."""
+    n, k = per_object.shape[:2]
+    fig, axes = plt.subplots(n, k + 1, figsize=(0.9 * (k + 1), 1.05 * n), squeeze=False)
+    for i in range(n):
+        axes[i, 0].imshow(images[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+        axes[i, 0].set_ylabel("input" if i == 0 else "", fontsize=7)
+        for j in range(k):
+            ax = axes[i, j + 1]
+            ax.imshow(np.clip(per_object[i, j, ..., 0], 0, 1), cmap="gray", vmin=0, vmax=1)
+            ax.set_title(f"{prior[i, j]:.2f}", fontsize=6, pad=1)
+            if prior[i, j] >= 0.5:
+                for spine in ax.spines.values():
+                    spine.set_edgecolor("tab:orange")
+                    spine.set_linewidth(2)
+            if i == n - 1:
+                ax.set_xlabel(f"capsule {j}", fontsize=6)
+        for ax in axes[i]:
+            ax.set_xticks([])
+            ax.set_yticks([])
+    fig.suptitle("what each object capsule draws (title: its prior presence)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)

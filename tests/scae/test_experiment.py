@@ -6,6 +6,7 @@ import os
 import shutil
 import tempfile
 
+import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 
@@ -44,7 +45,8 @@ class SCAEEndToEndTest(tf.test.TestCase):
     def test_tensorboard_images_and_validation_accuracy(self):
         acc = events.load(os.path.join(self.run_dir, "train"))
         tags = set(acc.Tags()["tensors"])
-        for tag in ("input", "reconstruction", "difference", "templates", "rec_ll"):
+        image_tags = ("object_reconstructions", "transformed_templates", "prior_presence")
+        for tag in ("input", "reconstruction", "difference", "templates", "rec_ll", *image_tags):
             self.assertIn(tag, tags)
         val = events.scalars(
             events.load(os.path.join(self.run_dir, "validation")), "prior_kmeans_accuracy"
@@ -63,7 +65,7 @@ class SCAEEndToEndTest(tf.test.TestCase):
                 self.assertBetween(m[f"{split}_{kind}_kmeans10_accuracy"], 0.0, 1.0)
         for png in (
             "templates.png", "reconstructions.png", "accuracy_curve.png", "presences.png",
-            "tsne.png",
+            "tsne.png", "object_reconstructions.png",
         ):  # fmt: skip
             self.assertIn(png, m["figures"])
             self.assertGreater(os.path.getsize(os.path.join(self.run_dir, png)), 1000)
@@ -101,6 +103,29 @@ class LossTest(tf.test.TestCase, parameterized.TestCase):
             v.name for v, g in zip(scae.trainable_variables, grads, strict=True) if g is not None
         }
         self.assertTrue(moved and all("probe" in n for n in moved), moved)
+
+    def test_object_reconstructions(self):
+        config = mnist_configs.get_config("smoke")
+        scae = scae_experiment.build_model(config)
+        x = tf.random.stateless_uniform([3, data.CANVAS_SIZE, data.CANVAS_SIZE, 1], [3, 4])
+        out = scae(x)
+        per_object = scae.object_reconstructions(out).numpy()
+        k, m = config.model.num_objects, config.model.num_parts
+        self.assertEqual(per_object.shape, (3, k, data.CANVAS_SIZE, data.CANVAS_SIZE, 1))
+        decoder = scae.template_decoder
+        votes = out.objects.votes().numpy()
+        presence = (out.objects.vote_presence() * out.parts.presence[:, None]).numpy()
+        for b, j in ((0, 0), (2, k - 1)):
+            # Capsule j of example b alone: its M votes as the poses of one image.
+            rendered = decoder.render(votes[b, j].reshape(1, m, 2, 3), (40, 40))
+            p = np.clip(presence[b, j], 1e-6, 1 - 1e-6)
+            expected = decoder.reconstruction(rendered, tf.constant(np.log(p / (1 - p))[None]))
+            self.assertAllClose(per_object[b, j], expected[0], atol=1e-5)
+        # A capsule of presence 0 draws the background only.
+        bg = float(tf.sigmoid(decoder.background_intensity_raw))
+        absent = out._replace(objects=out.objects._replace(presence_logit=tf.fill([3, k], -1e4)))
+        self.assertAllClose(scae.object_reconstructions(absent), np.full_like(per_object, bg),
+                            atol=1e-4)  # fmt: skip
 
     @parameterized.parameters(*mnist_configs.VARIANTS)
     def test_variants_build(self, variant):
