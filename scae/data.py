@@ -219,3 +219,147 @@ def affine_eval_dataset(split: Split, batch_size: int, seed: int = AFFINE_SEED):
         {"image": images[..., np.newaxis], "label": np.asarray(split.labels, np.int64)}
     )
     return ds.batch(batch_size)
+
+
+# ------------------------------------------------------------------------------------------------
+# SVHN and CIFAR-10 (paper sec. 4): 32x32 colour images through TFDS (`svhn_cropped`, `cifar10`).
+# The encoder reads the raw image; the template decoder explains its Sobel edges (the reference
+# code's `normalized_sobel_edges`), which removes the flat colour of backgrounds.
+
+COLOUR_DATASETS = ("svhn_cropped", "cifar10")
+COLOUR_SIZE = 32
+
+
+class ColourData(NamedTuple):
+    """uint8 `[N, 32, 32, 3]` images and int64 labels per split."""
+
+    train: Split
+    validation: Split
+    test: Split
+
+
+def load_colour(name: str, data_dir: str | None = None, validation_size: int = 5_000):
+    """`name`'s training split minus its last `validation_size` images (train), those images
+    (validation), and its test split, from TFDS (`tfds.load`, `data_dir` None: TFDS' default).
+
+    Raises:
+      ValueError: an unknown `name` or a `validation_size` that leaves no training images.
+      common.data.mnist.DataError: TFDS cannot provide the data (e.g. no download possible).
+    """
+    import tensorflow_datasets as tfds
+
+    if name not in COLOUR_DATASETS:
+        raise ValueError(f"Unknown dataset {name!r}; expected one of {COLOUR_DATASETS}.")
+
+    def read(split):
+        ds = tfds.load(name, split=split, as_supervised=True, data_dir=data_dir).batch(4096)
+        parts = list(tfds.as_numpy(ds))
+        return (
+            np.concatenate([x for x, _ in parts]).astype(np.uint8),
+            np.concatenate([y for _, y in parts]).astype(np.int64),
+        )
+
+    try:
+        (train_x, train_y), (test_x, test_y) = read("train"), read("test")
+    except Exception as e:  # download / preparation failures come in many types
+        raise mnist_data.DataError(
+            f"TFDS could not provide {name!r} ({type(e).__name__}: {str(e).splitlines()[0]}). "
+            f"Prepare it where TFDS looks (`tfds build {name}` on a machine with internet, then "
+            "copy the tensorflow_datasets folder to --config.data.data_dir)."
+        ) from e
+    if not 1 <= validation_size < len(train_x):
+        raise ValueError(
+            f"validation_size must be in [1, {len(train_x) - 1}] for {name}, got {validation_size}."
+        )
+    cut = len(train_x) - validation_size
+    return ColourData(
+        Split(train_x[:cut], train_y[:cut]),
+        Split(train_x[cut:], train_y[cut:]),
+        Split(test_x, test_y),
+    )
+
+
+def sobel_target(images: tf.Tensor) -> tf.Tensor:
+    """`[B, H, W, C]` in [0, 1] -> the normalized Sobel edges the decoder explains: per channel
+    the sum of the vertical and horizontal Sobel responses (`tf.image.sobel_edges`, reflected
+    borders), minus its median over the image, in absolute value, then min-max scaled to [0, 1]
+    per image and channel (the reference code's `normalized_sobel_edges`)."""
+    edges = tf.reduce_sum(tf.image.sobel_edges(images), -1)  # [B, H, W, C]
+    flat = tf.reshape(tf.transpose(edges, [0, 3, 1, 2]), [tf.shape(edges)[0], edges.shape[3], -1])
+    n = tf.shape(flat)[-1]
+    ordered = tf.sort(flat, axis=-1)
+    # The median of an even count: the mean of the two middle values.
+    median = 0.5 * (ordered[..., (n - 1) // 2] + ordered[..., n // 2])
+    edges = tf.abs(edges - median[:, tf.newaxis, tf.newaxis, :])
+    low = tf.reduce_min(edges, axis=[1, 2], keepdims=True)
+    high = tf.reduce_max(edges, axis=[1, 2], keepdims=True)
+    return (edges - low) / (high - low + 1e-8)
+
+
+def _colour_element(e):
+    image = e["image"][..., 0]  # the shared pipeline adds a channel axis
+    return {"image": image, "target": sobel_target(image), "label": e["label"]}
+
+
+def colour_train_dataset(split: Split, batch_size: int, seed: int, start_step: int = 0):
+    """Infinite step-indexed batches `{"image": float32 [B, 32, 32, 3] in [0, 1], "target": its
+    `sobel_target`, "label": int64 [B]}` (no augmentation)."""
+    ds = pipelines.train_dataset(
+        split.images, batch_size, seed, "intensity", start_step, labels=split.labels
+    )
+    return ds.map(_colour_element)
+
+
+def colour_eval_dataset(split: Split, batch_size: int):
+    """One in-order pass of `colour_train_dataset`'s elements over `split`."""
+    return pipelines.eval_dataset(split.images, batch_size, "intensity", labels=split.labels).map(
+        _colour_element
+    )
+
+
+# ------------------------------------------------------------------------------------------------
+# One interface over both kinds of data, chosen by `config.data.dataset`.
+
+DATASETS = ("mnist", *COLOUR_DATASETS)
+
+
+def dataset_name(config) -> str:
+    """`config.data.dataset` (`mnist` when absent, for runs stored before it existed).
+
+    Raises:
+      ValueError: an unknown name.
+    """
+    name = config.data.get("dataset", "mnist")
+    if name not in DATASETS:
+        raise ValueError(f"Unknown data.dataset {name!r}; expected one of {', '.join(DATASETS)}.")
+    return name
+
+
+def image_shape(config) -> tuple[int, int, int]:
+    """`(H, W, C)` of the model's input: 40x40x1 shifted MNIST, 32x32x3 SVHN / CIFAR-10."""
+    if dataset_name(config) == "mnist":
+        return CANVAS_SIZE, CANVAS_SIZE, 1
+    return COLOUR_SIZE, COLOUR_SIZE, 3
+
+
+def load_splits(config) -> ShiftedMnist | ColourData:
+    """The train / validation / test splits of `config.data` (`load` or `load_colour`)."""
+    name, d = dataset_name(config), config.data
+    if name == "mnist":
+        return load(d.data_dir or None, d.source, d.validation_size)
+    return load_colour(name, d.data_dir or None, d.validation_size)
+
+
+def train_batches(config, split: Split, start_step: int = 0) -> tf.data.Dataset:
+    """`config.batch_size` training batches of `split` from `start_step` on."""
+    args = (split, config.batch_size, config.seed, start_step)
+    if dataset_name(config) == "mnist":
+        return train_dataset(*args)
+    return colour_train_dataset(*args)
+
+
+def eval_batches(config, split: Split, batch_size: int) -> tf.data.Dataset:
+    """One in-order pass over `split` (MNIST: the fixed shifts)."""
+    if dataset_name(config) == "mnist":
+        return eval_dataset(split, batch_size)
+    return colour_eval_dataset(split, batch_size)

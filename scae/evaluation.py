@@ -41,19 +41,18 @@ def evaluate_run(
     """
     restored = experiment.load_from_checkpoint(run_dir, checkpoint_path)
     config, scae = restored.config, restored.model
-    splits = data.load(
-        config.data.data_dir or None, config.data.source, config.data.validation_size
-    )
+    splits = data.load_splits(config)
     noise = tf.constant([config.seed, 77], tf.int32) if config.eval.presence_noise else None
     train = data.prefix(splits.train, config.eval.num_train_images)
     test = data.prefix(splits.test, config.eval.num_test_images)
     batch = config.eval.batch_size
     # Training images get the fixed evaluation shifts too, so the features are repeatable.
     datasets = {
-        "train": data.eval_dataset(train, batch),
-        "test": data.eval_dataset(test, batch),
-        "affine_test": data.affine_eval_dataset(test, batch),
+        "train": data.eval_batches(config, train, batch),
+        "test": data.eval_batches(config, test, batch),
     }
+    if data.dataset_name(config) == "mnist":
+        datasets["affine_test"] = data.affine_eval_dataset(test, batch)
     features = {}
     for name, dataset in datasets.items():
         logging.info("Collecting object presences of the %s images.", name)
@@ -84,20 +83,22 @@ def evaluate_run(
                 np.mean(values[f"{kind}_probe"] == values["label"])
             )
     if plot:
-        metrics["figures"] = _plot(scae, splits.test, features["test"], run_dir, config.seed)
+        first = next(iter(data.eval_batches(config, data.prefix(test, 8), 8)))
+        metrics["figures"] = _plot(scae, first, features["test"], run_dir, config.seed)
     experiment.write_json(os.path.join(run_dir, "metrics.json"), metrics)
     summaries.write_test_metrics(run_dir, metrics, restored.step)
     return metrics
 
 
-def _plot(scae, test: data.Split, test_features: dict, run_dir: str, seed: int) -> list[str]:
+def _plot(scae, first: dict, test_features: dict, run_dir: str, seed: int) -> list[str]:
+    """The PNGs of `evaluate_run`; `first` is the batch of the first 8 test images."""
     decoder = scae.template_decoder
     plots.save_templates(decoder.templates.numpy(), os.path.join(run_dir, "templates.png"))
-    x = tf.constant(data.fixed_shift(test.images[:8])[..., None] / 255.0, tf.float32)
-    out = scae(x)
+    x, target = first["image"], first.get("target", first["image"])
+    out = scae(x, targets=target)
     recon = decoder.reconstruction(out.rendered, out.parts.presence_logit).numpy()
     plots.save_reconstructions(
-        x.numpy(), np.clip(recon, 0, 1), os.path.join(run_dir, "reconstructions.png")
+        target.numpy(), np.clip(recon, 0, 1), os.path.join(run_dir, "reconstructions.png")
     )
     plots.save_accuracy_curve(run_dir, os.path.join(run_dir, "accuracy_curve.png"))
     # The first 8 test images, as above (`presences` keeps the dataset's order).
@@ -130,10 +131,11 @@ def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
     for kind in ("prior", "posterior"):
         for name in sorted(k for k in metrics if k.startswith(f"test_{kind}_kmeans")):
             q = name[len(f"test_{kind}_kmeans") : -len("_accuracy")]
+            affine = metrics.get(f"affine_test_{kind}_kmeans{q}_accuracy")
             lines.append(
                 f"  {kind} presences, {q} clusters: test {metrics[name]:.4f}, train "
-                f"{metrics[f'train_{kind}_kmeans{q}_accuracy']:.4f}, affine-transformed test "
-                f"{metrics[f'affine_test_{kind}_kmeans{q}_accuracy']:.4f}"
+                f"{metrics[f'train_{kind}_kmeans{q}_accuracy']:.4f}"
+                + ("" if affine is None else f", affine-transformed test {affine:.4f}")
             )
         lines.append(
             f"  {kind} linear probe: test {metrics[f'test_{kind}_probe_accuracy']:.4f}, train "

@@ -30,6 +30,7 @@ def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
       ValueError: bad sizes (from the modules).
     """
     m = config.model
+    height, width, channels = data.image_shape(config)
     scae = model.SCAE(
         part_encoder=parts.PartEncoder(
             m.num_parts,
@@ -42,6 +43,7 @@ def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
         template_decoder=parts.TemplateDecoder(
             m.num_parts,
             m.template_size,
+            channels=channels,
             output_scale=m.output_scale,
             use_alpha=m.use_alpha,
             template_nonlinearity=m.template_nonlinearity,
@@ -65,12 +67,12 @@ def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
             params_size=m.object_params_size or None,
             name="capsule_decoder",
         ),
-        image_shape=(data.CANVAS_SIZE, data.CANVAS_SIZE),
+        image_shape=(height, width),
         num_classes=config.data.num_classes,
         normalize_part_mixture=m.normalize_part_mixture,
         name="scae",
     )
-    scae(tf.zeros([1, data.CANVAS_SIZE, data.CANVAS_SIZE, 1]))
+    scae(tf.zeros([1, height, width, channels]))
     return scae
 
 
@@ -93,8 +95,8 @@ def presences(
     "label": [N], "rec_ll": [N], "part_log_prob": [N]}` over `dataset` (in order)."""
 
     @tf.function
-    def batch_fn(images, seed):
-        out = scae(images, seed)
+    def batch_fn(images, seed, targets):
+        out = scae(images, seed, targets)
         return {
             "prior": out.part_likelihood.prior_presence,
             "posterior": out.part_likelihood.posterior_mass,
@@ -109,7 +111,7 @@ def presences(
         seed = (
             None if noise_seed is None else tf.random.experimental.stateless_fold_in(noise_seed, i)
         )
-        values = batch_fn(batch["image"], seed)
+        values = batch_fn(batch["image"], seed, batch.get("target"))
         values["label"] = batch["label"]
         for name, v in values.items():
             collected.setdefault(name, []).append(np.asarray(v))
@@ -121,27 +123,25 @@ class SCAETask:
 
     def __init__(self, config: ml_collections.ConfigDict):
         self.config = config
-        self.data = data.load(
-            config.data.data_dir or None, config.data.source, config.data.validation_size
-        )
+        self.data = data.load_splits(config)
         self.model = build_model(config)
         self.global_batch_size = config.batch_size
         self.optimizer = make_optimizer(config)
 
     def train_dataset(self, start_step: int) -> tf.data.Dataset:
-        return data.train_dataset(
-            self.data.train, self.global_batch_size, self.config.seed, start_step
-        )
+        return data.train_batches(self.config, self.data.train, start_step)
 
     def validation_dataset(self) -> tf.data.Dataset:
         split = data.prefix(self.data.validation, self.config.eval.num_validation_images)
-        return data.eval_dataset(split, self.config.eval.batch_size)
+        return data.eval_batches(self.config, split, self.config.eval.batch_size)
 
     def param_groups(self) -> dict[str, training.ParamGroup]:
         return {"model": training.ParamGroup(self.model.trainable_variables, self.optimizer)}
 
     def step(self, batch, seed) -> training.StepOutput:
-        out = self.model(batch["image"], noise_seed=tf.cast(seed, tf.int32))
+        out = self.model(
+            batch["image"], noise_seed=tf.cast(seed, tf.int32), targets=batch.get("target")
+        )
         loss, metrics = model.loss_terms(out, batch["label"], self.config.loss)
         return training.StepOutput({"model": loss}, metrics)
 
@@ -165,14 +165,15 @@ class SCAETask:
 
     def images(self, batch, seed) -> dict[str, tf.Tensor]:
         x = batch["image"][:16]
-        out = self.model(x)
+        target = batch.get("target", batch["image"])[:16]  # what the templates explain
+        out = self.model(x, targets=target)
         recon = self.model.template_decoder.reconstruction(out.rendered, out.parts.presence_logit)
         columns = int(math.ceil(math.sqrt(len(x))))
         upsample = lambda im: tf.image.resize(im, [80, 80], method="nearest")
         templates = upsample(self.model.template_decoder.templates)
         k, m = self.model.capsule_decoder.num_capsules, self.model.capsule_decoder.num_parts
         # Per-example grids for 4 examples: a row each, a column per object capsule / part.
-        few = self.model(x[:4])
+        few = self.model(x[:4], targets=target[:4])
         flat = lambda t: tf.reshape(t, [-1, *t.shape[2:]])
         per_object = tf.clip_by_value(self.model.object_reconstructions(few), 0, 1)
         presence = out.part_likelihood.prior_presence  # [16, K] as 10x10-pixel cells
@@ -184,10 +185,11 @@ class SCAETask:
             "transformed_templates": summaries.image_grid(flat(few.rendered.templates), m),
             "prior_presence": cells,
             "input": summaries.image_grid(upsample(x), columns),
+            "target": summaries.image_grid(upsample(target), columns),
             "reconstruction": summaries.image_grid(
                 upsample(tf.clip_by_value(recon, 0, 1)), columns
             ),
-            "difference": summaries.image_grid(upsample(tf.abs(recon - x)), columns),
+            "difference": summaries.image_grid(upsample(tf.abs(recon - target)), columns),
             "templates": summaries.image_grid(templates),
         }
 

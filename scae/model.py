@@ -97,10 +97,17 @@ class SCAE(snt.Module):
         )
         return tf.stop_gradient(x)
 
-    def __call__(self, images: tf.Tensor, noise_seed: tf.Tensor | None = None) -> SCAEOutput:
+    def __call__(
+        self,
+        images: tf.Tensor,
+        noise_seed: tf.Tensor | None = None,
+        targets: tf.Tensor | None = None,
+    ) -> SCAEOutput:
         """Args:
-        images: `[B, H, W, C]` in [0, 1].
+        images: `[B, H, W, C]` in [0, 1], what the part encoder reads.
         noise_seed: stateless seed of the presence noise (training); None: no noise.
+        targets: `[B, H, W, C]` what the templates explain (SVHN / CIFAR-10: the Sobel edges of
+          `images`, paper sec. 4); None: `images` themselves.
         """
         seeds = (
             tf.random.experimental.stateless_split(noise_seed, 2)
@@ -110,7 +117,9 @@ class SCAE(snt.Module):
         caps = self.part_encoder(images, seeds[0])
         affine = geometry.raw_to_affine(caps.pose_raw)  # [B, M, 2, 3]
         rendered = self.template_decoder.render(affine, self.image_shape)
-        rec_ll = self.template_decoder.log_likelihood(images, rendered, caps.presence_logit)
+        rec_ll = self.template_decoder.log_likelihood(
+            images if targets is None else targets, rendered, caps.presence_logit
+        )
 
         part_poses = objects.flatten_pose(affine)  # [B, M, 6]
         presence = tf.stop_gradient(caps.presence)

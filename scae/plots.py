@@ -15,6 +15,15 @@ import numpy as np  # noqa: E402
 from common import summaries  # noqa: E402
 
 
+def _show(ax, image: np.ndarray) -> None:
+    """`[H, W, 1]` in grey or `[H, W, 3]` in colour, values clipped to [0, 1]."""
+    image = np.clip(image, 0.0, 1.0)
+    if image.shape[-1] == 1:
+        ax.imshow(image[..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+    else:
+        ax.imshow(image, interpolation="nearest")
+
+
 def save_templates(templates: np.ndarray, path: str) -> None:
     """`[M, t, t, 1]` templates in [0, 1] as a grid, one titled panel per template."""
     m = len(templates)
@@ -24,7 +33,7 @@ def save_templates(templates: np.ndarray, path: str) -> None:
     for i, ax in enumerate(np.ravel(axes)):
         ax.axis("off")
         if i < m:
-            ax.imshow(templates[i, ..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            _show(ax, templates[i])
             ax.set_title(f"template {i}", fontsize=8)
     fig.suptitle("learned part templates")
     fig.tight_layout()
@@ -41,7 +50,7 @@ def save_reconstructions(images: np.ndarray, reconstructions: np.ndarray, path: 
     for row, (name, values) in enumerate(zip(names, panels, strict=True)):
         for j in range(n):
             ax = axes[row, j]
-            ax.imshow(values[j, ..., 0], cmap="gray", vmin=0, vmax=1, interpolation="nearest")
+            _show(ax, values[j])
             ax.set_xticks([])
             ax.set_yticks([])
             if j == 0:
@@ -121,7 +130,7 @@ def save_presences(
     )  # fmt: skip
     mappable = None
     for i in range(n):
-        axes[i, 0].imshow(images[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+        _show(axes[i, 0], images[i])
         axes[i, 0].set_ylabel(f"digit {labels[i]}", fontsize=8)
         for j, (name, values) in enumerate((("prior", prior), ("posterior", posterior)), 1):
             mappable = axes[i, j].imshow(values[i][None], cmap="viridis", vmin=0, vmax=1)
@@ -147,11 +156,11 @@ def save_object_reconstructions(
     n, k = per_object.shape[:2]
     fig, axes = plt.subplots(n, k + 1, figsize=(0.9 * (k + 1), 1.05 * n), squeeze=False)
     for i in range(n):
-        axes[i, 0].imshow(images[i, ..., 0], cmap="gray", vmin=0, vmax=1)
+        _show(axes[i, 0], images[i])
         axes[i, 0].set_ylabel("input" if i == 0 else "", fontsize=7)
         for j in range(k):
             ax = axes[i, j + 1]
-            ax.imshow(np.clip(per_object[i, j, ..., 0], 0, 1), cmap="gray", vmin=0, vmax=1)
+            _show(ax, per_object[i, j])
             ax.set_title(f"{prior[i, j]:.2f}", fontsize=6, pad=1)
             if prior[i, j] >= 0.5:
                 for spine in ax.spines.values():

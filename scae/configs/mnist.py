@@ -46,6 +46,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.deterministic = True
 
     c.data = ml_collections.ConfigDict()
+    c.data.dataset = "mnist"  # 40x40 shifted MNIST (scae/configs/colour.py: SVHN, CIFAR-10)
     c.data.data_dir = ""  # empty: $GENMODELS_DATA_DIR or ~/.cache/genmodels
     c.data.source = "auto"
     c.data.validation_size = 5_000  # the last MNIST training images validate
