@@ -55,6 +55,7 @@ def build_model(
         write_size=m.write_size,
         canvas_bias_init=canvas_bias_init,
         unroll=m.get("unroll", False),
+        read_window_bias=tuple(m.get("read_window_bias", (0.0,) * 5)),
         name="draw",
     )
     model(tf.zeros([1, *IMAGE_SHAPE]), tf.constant([0, 0]))

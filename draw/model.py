@@ -97,9 +97,14 @@ class DRAW(snt.Module):
         training image); zeros otherwise.
       unroll: run the T steps as a Python loop (a graph T times larger: faster under
         `tf.function` for small T, slow to compile under XLA) instead of one `tf.scan`.
+      read_window_bias: initial bias of the read window's 5 outputs `(g~_X, g~_Y, log sigma^2,
+        log delta~, log gamma)` (`common.attention.filterbank_params`); the paper states no
+        initialization, zeros are Sonnet's default. With zeros a 2x2 read starts with stride
+        `(28 - 1) / (2 - 1)`, i.e. on the corner pixels; e.g. `log delta~ = -1.1` puts its two
+        filters 9 pixels apart around the centre.
 
     Raises:
-      ValueError: non-positive sizes.
+      ValueError: non-positive sizes, or `read_window_bias` not 5 numbers.
     """
 
     def __init__(
@@ -113,9 +118,12 @@ class DRAW(snt.Module):
         write_size: int = 5,
         canvas_bias_init=None,
         unroll: bool = False,
+        read_window_bias: Sequence[float] = (0.0, 0.0, 0.0, 0.0, 0.0),
         name: str | None = None,
     ):
         super().__init__(name=name)
+        if len(read_window_bias) != 5:
+            raise ValueError(f"read_window_bias must be 5 numbers, got {read_window_bias}.")
         sizes = dict(
             num_steps=num_steps, lstm_size=lstm_size, latent_size=latent_size,
             read_size=read_size, write_size=write_size,
@@ -141,7 +149,13 @@ class DRAW(snt.Module):
         }  # learned (h_0, c_0) of each LSTM
         self.posterior_head = snt.Linear(2 * latent_size, name="posterior")  # mu, log sigma
         if self.attention:
-            self.read_head = snt.Linear(5, name="read_window")
+            self.read_head = snt.Linear(
+                5,
+                b_init=lambda shape, dtype: tf.constant(
+                    [float(b) for b in read_window_bias], dtype, shape
+                ),
+                name="read_window",
+            )
             self.write_head = snt.Linear(5, name="write_window")
             self.patch_head = snt.Linear(write_size * write_size, name="write_patch")
         else:

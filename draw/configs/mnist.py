@@ -51,6 +51,9 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.model.latent_size = 100  # Table 3
     c.model.attention = True
     c.model.read_size = 2  # N of the read window (Table 3)
+    # Initial bias of the read window's (g~_X, g~_Y, log sigma^2, log delta~, log gamma); the
+    # paper states none: zeros (Sonnet's default). draw/model.py explains the choice.
+    c.model.read_window_bias = (0.0, 0.0, 0.0, 0.0, 0.0)
     c.model.write_size = 5  # N of the write window (Table 3)
     c.model.canvas_bias_from_data = True  # c_0 starts at the logit of the mean training image
     c.model.unroll = False  # True: the T steps as a Python loop (a larger graph) instead of tf.scan

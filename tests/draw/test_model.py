@@ -98,6 +98,18 @@ class DRAWTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, r"\(T, N, Z\)"):
             model.generate(4, z=tf.zeros([3, 4, 3]))
 
+    def test_read_window_starts_at_its_bias(self):
+        # Learned initial decoder state h_0 = 0: the first read window is the bias itself, so the
+        # first step's stride and centre follow DRAW eqs. 22-23 from it.
+        x = tf.cast(tf.random.stateless_uniform([3, 28, 28], [5, 6]) < 0.5, tf.float32)
+        for bias, stride in (((0.0,) * 5, 27.0), ((0.0, 0.0, 0.0, -1.1, 0.0), 27 * np.exp(-1.1))):
+            model = DRAW(num_steps=2, lstm_size=8, latent_size=2, read_window_bias=bias)
+            window = model(x, tf.constant([1, 2])).windows.read
+            self.assertAllClose(window.delta[0], [stride] * 3, rtol=1e-5)
+            self.assertAllClose(window.center_x[0], [14.5] * 3)
+        with self.assertRaisesRegex(ValueError, "read_window_bias"):
+            DRAW(read_window_bias=(0.0, 0.0))
+
     def test_bad_sizes_and_images_raise(self):
         with self.assertRaisesRegex(ValueError, "num_steps"):
             DRAW(num_steps=0)
