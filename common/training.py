@@ -12,7 +12,9 @@ guard that stops on NaN/Inf before anything non-finite is saved. An optional
 Config fields read here (see `loop_config`): `seed`, `strategy`,
 `num_cpu_devices`, `deterministic`, `loop.num_steps`, `loop.log_every`,
 `loop.summary_every`, `loop.image_every`, `loop.eval_every`,
-`loop.checkpoint_every`, `loop.max_to_keep`, `loop.jit`.
+`loop.checkpoint_every`, `loop.max_to_keep`, `loop.jit`, `loop.skip_nonfinite` (False: a
+NaN/Inf stops training; True: that step's update is skipped, with a warning, and training goes
+on; the TensorBoard scalar `skipped_steps` counts them).
 
 Determinism and resume: the step seed comes from a checkpointed
 `tf.random.Generator`, the data pipeline is indexed by the global step (the
@@ -118,6 +120,7 @@ def loop_config() -> ml_collections.ConfigDict:
             checkpoint_every=1000,
             max_to_keep=5,
             jit=False,
+            skip_nonfinite=False,
         )
     )
 
@@ -179,7 +182,7 @@ class _SignalCatcher:
             signal.signal(sig, handler)
 
 
-def _make_train_step(task, strategy, groups, rng, step, jit):
+def _make_train_step(task, strategy, groups, rng, step, jit, skip_nonfinite=False):
     names_by_optimizer: dict[int, list[str]] = {}
     for name, group in groups.items():
         names_by_optimizer.setdefault(id(group.optimizer), []).append(name)
@@ -206,20 +209,34 @@ def _make_train_step(task, strategy, groups, rng, step, jit):
         # The cross-replica all-reduce stays outside the XLA cluster.
         compute = tf.function(compute, jit_compile=True)
 
-    def replica_step(batch, seed):
-        sums, grads = compute(batch, seed)
-        ctx = tf.distribute.get_replica_context()
-        if ctx.num_replicas_in_sync > 1:
-            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-        flat = tf.nest.flatten(grads)
-        grad_norm = tf.linalg.global_norm(flat)
+    def apply(grads):
         for names in names_by_optimizer.values():
             optimizer = groups[names[0]].optimizer
             pairs = [
                 (g, v) for n in names for g, v in zip(grads[n], groups[n].variables, strict=False)
             ]
             optimizer.apply_gradients(pairs, skip_gradients_aggregation=True)
-        return sums, grad_norm
+
+    def replica_step(batch, seed):
+        sums, grads = compute(batch, seed)
+        ctx = tf.distribute.get_replica_context()
+        if ctx.num_replicas_in_sync > 1:
+            grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
+            finite_sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, list(sums.values()))
+        else:
+            finite_sums = list(sums.values())
+        flat = tf.nest.flatten(grads)
+        grad_norm = tf.linalg.global_norm(flat)
+        if not skip_nonfinite:
+            apply(grads)
+            return sums, grad_norm, tf.constant(0.0)
+        # The update happens only when the loss, every metric and every gradient are finite
+        # (the same decision on every replica: it reads all-reduced values).
+        finite = tf.math.is_finite(grad_norm) & tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(v)) for v in finite_sums]
+        )
+        tf.cond(finite, lambda: apply(grads) or tf.constant(True), lambda: tf.constant(False))
+        return sums, grad_norm, 1.0 - tf.cast(finite, tf.float32)
 
     if jit and single:
         # One device: compile gradients and optimizer update into one cluster.
@@ -229,12 +246,15 @@ def _make_train_step(task, strategy, groups, rng, step, jit):
     def train_step(iterator):
         batch = next(iterator)
         seed = rng.make_seeds(1)[:, 0]
-        sums, grad_norm = strategy.run(replica_step, args=(batch, seed))
+        sums, grad_norm, skipped = strategy.run(replica_step, args=(batch, seed))
         sums = {
             k: strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) / global_batch
             for k, v in sums.items()
         }
         sums["grad_norm"] = strategy.reduce(tf.distribute.ReduceOp.MEAN, grad_norm, axis=None)
+        if skip_nonfinite:
+            # The same on every replica: their mean is that value.
+            sums["skipped_nonfinite"] = strategy.reduce(tf.distribute.ReduceOp.MEAN, skipped, None)
         step.assign_add(1)
         return sums
 
@@ -333,7 +353,11 @@ def train(
     num_steps = config.loop.num_steps
     dataset = strategy.experimental_distribute_dataset(task.train_dataset(start))
     iterator = iter(dataset)
-    train_step = _make_train_step(task, strategy, groups, rng, step, config.loop.jit)
+    skip_nonfinite = bool(config.loop.get("skip_nonfinite", False))
+    train_step = _make_train_step(
+        task, strategy, groups, rng, step, config.loop.jit, skip_nonfinite
+    )
+    skipped_steps = 0
     validation = task.validation_dataset()
     image_batch = next(iter(validation if validation is not None else task.train_dataset(0)))
 
@@ -394,17 +418,28 @@ def train(
         for s in range(start + 1, num_steps + 1):
             values = {k: float(v) for k, v in train_step(iterator).items()}
             bad = [k for k, v in values.items() if not np.isfinite(v)]
-            if bad:
+            if values.pop("skipped_nonfinite", 0.0) > 0.5:
+                skipped_steps += 1
+                logging.warning(
+                    "Step %d skipped (loop.skip_nonfinite): non-finite %s; the parameters and "
+                    "optimizer state were left as they were. %d step(s) skipped so far.",
+                    s,
+                    ", ".join(bad),
+                    skipped_steps,
+                )
+            elif bad:
                 raise NonFiniteError(
                     f"Non-finite {', '.join(bad)} at step {s} "
                     f"({', '.join(f'{k}={values[k]}' for k in bad)}). Training stopped; the "
                     f"last good checkpoint ({manager.latest_checkpoint or 'none yet'}) is "
                     "intact and nothing was saved after it. Lower the learning rate or "
-                    "check the data, then --resume."
+                    "check the data, then --resume (or set --config.loop.skip_nonfinite=True "
+                    "to skip such steps)."
                 )
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v
-            count += 1
+            else:  # the averages in TensorBoard cover the steps that were applied
+                for k, v in values.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                count += 1
             if s % loop.log_every == 0 or s == num_steps:
                 now = time.perf_counter()
                 rate = (s - s_log) / max(now - t_log, 1e-9)
@@ -432,6 +467,8 @@ def train(
                     tf.summary.scalar(
                         "steps_per_second", (s - s_summary) / max(now - t_summary, 1e-9), step=s
                     )
+                    if skip_nonfinite:
+                        tf.summary.scalar("skipped_steps", skipped_steps, step=s)
                 sums, count = {}, 0
                 t_summary, s_summary = now, s
             if s % loop.image_every == 0 or s == num_steps:
