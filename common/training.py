@@ -222,14 +222,14 @@ def _make_train_step(task, strategy, groups, rng, step, jit, skip_nonfinite=Fals
         ctx = tf.distribute.get_replica_context()
         if ctx.num_replicas_in_sync > 1:
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
-            finite_sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, list(sums.values()))
-        else:
-            finite_sums = list(sums.values())
         flat = tf.nest.flatten(grads)
         grad_norm = tf.linalg.global_norm(flat)
         if not skip_nonfinite:
             apply(grads)
             return sums, grad_norm, tf.constant(0.0)
+        finite_sums = list(sums.values())
+        if ctx.num_replicas_in_sync > 1:
+            finite_sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, finite_sums)
         # The update happens only when the loss, every metric and every gradient are finite
         # (the same decision on every replica: it reads all-reduced values).
         finite = tf.math.is_finite(grad_norm) & tf.reduce_all(
