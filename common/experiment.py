@@ -33,6 +33,9 @@ import tensorflow as tf
 
 CONFIG_FILE = "config.json"
 FLAGS_FILE = "flags.json"
+# The layout of a run folder this code writes and reads; a folder written by a newer layout is
+# refused rather than misread. Folders from before the field existed are layout 1.
+RUN_FORMAT = 1
 GIT_DIFF_FILE = "git_diff.txt"
 CHECKPOINT_NAME = "model.ckpt"
 
@@ -131,6 +134,7 @@ def write_run_info(run_dir: str, config: ml_collections.ConfigDict, argv: Sequen
     now = datetime.datetime.now().isoformat(timespec="seconds")
     commit = _git("rev-parse", "HEAD")
     entry = {
+        "run_format": RUN_FORMAT,
         "argv": list(argv),
         "date": now,
         "git_commit": commit.strip() if commit else None,
@@ -161,8 +165,36 @@ def load_config(run_dir: str) -> ml_collections.ConfigDict:
             f"{run_dir!r} is not a run folder: it has no {CONFIG_FILE}. Pass the folder "
             "a training binary created, e.g. results/vae/1."
         )
-    with open(path) as f:
-        return ml_collections.ConfigDict(json.load(f))
+    check_run_format(run_dir)
+    try:
+        with open(path) as f:
+            return ml_collections.ConfigDict(json.load(f))
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path!r} is damaged (not JSON: {e}); the run cannot be rebuilt.") from e
+
+
+def check_run_format(run_dir: str) -> None:
+    """Refuses a run folder written by a newer version of this code (its `flags.json` records
+    a `run_format` above `RUN_FORMAT`, at the start or at any restart).
+
+    Raises:
+      RunError: a newer layout, or a damaged `flags.json`.
+    """
+    path = os.path.join(run_dir, FLAGS_FILE)
+    if not os.path.isfile(path):
+        return
+    try:
+        with open(path) as f:
+            info = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise RunError(f"{path!r} is damaged (not JSON: {e}).") from e
+    found = max(int(e.get("run_format", 1)) for e in [info, *info.get("restarts", [])])
+    if found > RUN_FORMAT:
+        raise RunError(
+            f"{run_dir!r} was written by a newer version of this code (run folder format "
+            f"{found}; this code reads format {RUN_FORMAT}). Update the code (git pull, "
+            "pip install -e .) to use it; nothing was changed."
+        )
 
 
 def checkpoint_paths(run_dir: str) -> list[str]:

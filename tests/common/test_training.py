@@ -293,6 +293,27 @@ class RunFolderTest(tf.test.TestCase):
         with self.assertRaisesRegex(experiment.RunError, "not a run folder"):
             experiment.load_config(self.create_tempdir().full_path)
 
+    def test_damaged_config_and_newer_run_folders_are_refused(self):
+        import json
+
+        run_dir = experiment.new_run_dir(self.create_tempdir().full_path, "exp")
+        experiment.write_run_info(run_dir, ml_collections.ConfigDict({"a": 1}), ["prog"])
+        flags_path = os.path.join(run_dir, experiment.FLAGS_FILE)
+        with open(flags_path) as f:
+            info = json.load(f)
+        self.assertEqual(info["run_format"], experiment.RUN_FORMAT)
+        info.setdefault("restarts", []).append({"run_format": experiment.RUN_FORMAT + 1})
+        with open(flags_path, "w") as f:
+            json.dump(info, f)
+        with self.assertRaisesRegex(experiment.RunError, "newer version.*nothing was changed"):
+            experiment.load_config(run_dir)
+        os.remove(flags_path)  # a folder from before run_format existed: layout 1, readable
+        self.assertEqual(experiment.load_config(run_dir).a, 1)
+        with open(os.path.join(run_dir, experiment.CONFIG_FILE), "w") as f:
+            f.write('{"a": 1,')  # cut short
+        with self.assertRaisesRegex(experiment.RunError, "config.json' is damaged"):
+            experiment.load_config(run_dir)
+
 
 if __name__ == "__main__":
     tf.test.main()
