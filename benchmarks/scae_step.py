@@ -57,7 +57,7 @@ def _step_fn(scae: model.SCAE, which: str, config, mode: str):
             if which == "pcae":
                 caps = scae.part_encoder(x, seed)
                 rendered = scae.template_decoder.render(
-                    geometry.raw_to_affine(caps.pose_raw), scae.image_shape
+                    geometry.raw_to_affine(caps.pose_raw), scae.image_shape, caps.features
                 )
                 loss = -tf.reduce_mean(
                     scae.template_decoder.log_likelihood(x, rendered, caps.presence_logit)
@@ -89,7 +89,9 @@ def _forward_shares(scae: model.SCAE, x: tf.Tensor, repeats: int) -> dict[str, f
     parts = {
         "part encoder": lambda: scae.part_encoder(x).presence_logit,
         "template decoder": lambda: scae.template_decoder.log_likelihood(
-            x, scae.template_decoder.render(affine, scae.image_shape), caps.presence_logit
+            x,
+            scae.template_decoder.render(affine, scae.image_shape, caps.features),
+            caps.presence_logit,
         ),
         "set transformer": lambda: scae.set_transformer(ocae_in, caps.presence),
         "capsule decoder + part likelihood": likelihood,

@@ -48,6 +48,7 @@ def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
             use_alpha=m.use_alpha,
             template_nonlinearity=m.template_nonlinearity,
             seed=config.seed,
+            colorize=m.get("colorize_templates", False),
             name="template_decoder",
         ),
         set_transformer=SetTransformer(

@@ -89,9 +89,12 @@ class SCAE(snt.Module):
         self.posterior_probe = snt.Linear(num_classes, name="posterior_probe")
 
     def _ocae_input(self, caps: parts.PartCapsules, part_poses: tf.Tensor) -> tf.Tensor:
-        templates = snt.flatten(self.template_decoder.templates)  # [M, t*t*C]
-        batch = tf.shape(part_poses)[0]
-        tiled = tf.broadcast_to(templates[tf.newaxis], tf.concat([[batch], tf.shape(templates)], 0))
+        templates = self.template_decoder.part_templates(caps.features)  # [(B,) M, t, t, C]
+        batch, m = tf.shape(part_poses)[0], self.template_decoder.num_parts
+        tiled = tf.broadcast_to(
+            tf.reshape(templates, [-1, m, tf.reduce_prod(tf.shape(templates)[-3:])]),
+            tf.stack([batch, m, tf.reduce_prod(tf.shape(templates)[-3:])]),
+        )  # [B, M, t*t*C]
         x = tf.concat(
             [part_poses, 1.0 - caps.presence[..., tf.newaxis], caps.features, tiled], axis=-1
         )
@@ -116,7 +119,7 @@ class SCAE(snt.Module):
         )
         caps = self.part_encoder(images, seeds[0])
         affine = geometry.raw_to_affine(caps.pose_raw)  # [B, M, 2, 3]
-        rendered = self.template_decoder.render(affine, self.image_shape)
+        rendered = self.template_decoder.render(affine, self.image_shape, caps.features)
         rec_ll = self.template_decoder.log_likelihood(
             images if targets is None else targets, rendered, caps.presence_logit
         )
@@ -159,7 +162,8 @@ class SCAE(snt.Module):
         shape = tf.shape(votes)
         m = self.template_decoder.num_parts
         affine = tf.reshape(votes, [-1, m, 2, 3])  # [B*K, M, 2, 3]
-        rendered = self.template_decoder.render(affine, self.image_shape)
+        features = tf.repeat(out.parts.features, tf.shape(votes)[1], axis=0)  # [B*K, M, F]
+        rendered = self.template_decoder.render(affine, self.image_shape, features)
         presence = out.objects.vote_presence() * out.parts.presence[:, tf.newaxis]
         p = tf.clip_by_value(tf.reshape(presence, [-1, m]), 1e-6, 1.0 - 1e-6)
         recon = self.template_decoder.reconstruction(rendered, tf.math.log(p) - tf.math.log1p(-p))

@@ -172,6 +172,7 @@ class TemplateDecoder(snt.Module):
         background: bool = True,
         template_nonlinearity: str = "sigmoid",
         seed: int = 0,
+        colorize: bool = False,
         name: str | None = None,
     ):
         """Args:
@@ -181,6 +182,9 @@ class TemplateDecoder(snt.Module):
           background: add a component of constant, learned intensity with presence 1.
           template_nonlinearity: `sigmoid` (the released MNIST run) or `relu1`
             (`min(max(x, 0), 1)`) of the template variables.
+          colorize: multiply each part's template by a colour, one value per channel in (0, 1),
+            read from the part's special features by an MLP [32, C] and a sigmoid (the
+            reference code's `colorize_templates`); `render` then needs the features.
 
         Raises:
           ValueError: bad sizes, `output_scale <= 0` or an unknown nonlinearity.
@@ -205,6 +209,9 @@ class TemplateDecoder(snt.Module):
         self.alpha_variables = tf.Variable(
             tf.zeros([num_parts, template_size, template_size, 1]), name="alpha_logits"
         )
+        self.colorize = colorize
+        if colorize:
+            self._colour_mlp = snt.nets.MLP([32, channels], name="template_colour")
         self.background_mixing_raw = tf.Variable(0.0, name="background_mixing_raw")
         self.background_intensity_raw = tf.Variable(0.0, name="background_intensity_raw")
 
@@ -215,8 +222,27 @@ class TemplateDecoder(snt.Module):
             return tf.sigmoid(self.template_variables)
         return tf.clip_by_value(self.template_variables, 0.0, 1.0)
 
-    def render(self, affine: tf.Tensor, image_shape: Sequence[int]) -> Rendered:
-        """Places the templates on `image_shape` canvases.
+    def colours(self, features: tf.Tensor) -> tf.Tensor:
+        """`[B, M, F]` special features -> `[B, M, C]` template colours in (0, 1)."""
+        return tf.sigmoid(self._colour_mlp(features))
+
+    def part_templates(self, features: tf.Tensor | None = None) -> tf.Tensor:
+        """`[M, t, t, C]` templates, or with `colorize` `[B, M, t, t, C]`: each example's
+        templates coloured by its parts' `features` (`[B, M, F]`).
+
+        Raises:
+          ValueError: `colorize` without `features`.
+        """
+        if not self.colorize:
+            return self.templates
+        if features is None:
+            raise ValueError("colorize=True: the templates' colours need the parts' features.")
+        return self.templates * self.colours(features)[:, :, tf.newaxis, tf.newaxis, :]
+
+    def render(
+        self, affine: tf.Tensor, image_shape: Sequence[int], features: tf.Tensor | None = None
+    ) -> Rendered:
+        """Places the templates (`part_templates(features)`) on `image_shape` canvases.
 
         A pose `A = [L | t]` (`[B, M, 2, 3]`, `scae.geometry`) maps template coordinates to image
         coordinates, both normalized to [-1, 1]: the identity stretches a template over the whole
@@ -233,11 +259,17 @@ class TemplateDecoder(snt.Module):
         shift = -tf.linalg.matvec(inverse, affine[..., :2, 2])
         theta = tf.concat([inverse, shift[..., tf.newaxis]], axis=-1)  # image -> template
         grid = attention.affine_grid(tf.reshape(theta, [-1, 2, 3]), image_shape)  # [B*M, H, W, 2]
-        maps = tf.concat([self.templates, self.alpha_variables], axis=-1)  # [M, t, t, C + 1]
-        tiled = tf.reshape(
-            tf.broadcast_to(maps[tf.newaxis], tf.concat([[batch], tf.shape(maps)], 0)),
-            tf.concat([[batch * m], tf.shape(maps)[1:]], 0),
-        )  # [B*M, t, t, C + 1]
+        templates = self.part_templates(features)
+        if not self.colorize:
+            templates = tf.broadcast_to(
+                templates[tf.newaxis], tf.concat([[batch], tf.shape(templates)], 0)
+            )
+        alpha = tf.broadcast_to(
+            self.alpha_variables[tf.newaxis],
+            tf.concat([[batch], tf.shape(self.alpha_variables)], 0),
+        )
+        maps = tf.concat([templates, alpha], axis=-1)  # [B, M, t, t, C + 1]
+        tiled = tf.reshape(maps, tf.concat([[batch * m], tf.shape(maps)[2:]], 0))
         out = attention.resample(tiled, grid)  # [B*M, H, W, C + 1]
         h, w = image_shape
         out = tf.reshape(out, [batch, m, h, w, self.channels + 1])
@@ -292,4 +324,4 @@ class TemplateDecoder(snt.Module):
 
 def render_poses(decoder: TemplateDecoder, parts: PartCapsules, image_shape) -> Rendered:
     """The decoder's templates placed by the parts' poses (`geometry.raw_to_affine`)."""
-    return decoder.render(geometry.raw_to_affine(parts.pose_raw), image_shape)
+    return decoder.render(geometry.raw_to_affine(parts.pose_raw), image_shape, parts.features)

@@ -35,6 +35,7 @@ def get_config(variant: str = "svhn") -> ml_collections.ConfigDict:
     c = mnist.get_config("smoke" if variant == "smoke" else "paper")
     c.variant = variant
     c.data.dataset = "cifar10" if variant == "cifar10" else "svhn_cropped"
+    c.model.colorize_templates = True  # each part's colour from its special features
     c.eval.num_train_images = 0 if variant != "smoke" else c.eval.num_train_images
     if variant == "svhn":
         c.model.num_parts, c.model.num_objects = 24, 32  # paper sec. 4

@@ -61,6 +61,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.model.encoder_strides = [2, 2, 1, 1]
     c.model.template_nonlinearity = "sigmoid"  # the released MNIST run
     c.model.use_alpha = True  # the released MNIST run
+    c.model.colorize_templates = False  # features colour the templates (reference: True)
     c.model.output_scale = 1.0  # per-pixel sigma (reference code)
     c.model.set_transformer_size = 16  # reference code
     c.model.set_transformer_layers = 3
@@ -112,12 +113,13 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     if variant == "reference":
         c.model.num_parts = 40  # run_mnist.sh
         c.model.num_objects = 32
+        c.model.colorize_templates = True  # run_mnist.sh
     elif variant == "cpu":
         c.optimizer.name = "adam"
         c.optimizer.learning_rate = 1e-3
         c.optimizer.epsilon = 1e-7
         c.loop.jit = True  # 0.53 s per step on 2 CPU cores (1.03 s with tf.function)
-        c.loop.num_steps = 6_000
+        c.loop.num_steps = 12_000  # about 2 h on 2 CPU cores (scae/README.md)
         c.loop.log_every = 100
         c.loop.summary_every = 100
         c.loop.image_every = 1_000

@@ -122,6 +122,30 @@ class TemplateDecoderTest(tf.test.TestCase):
             self.assertTrue(np.all(np.isfinite(g)), v.name)
         self.assertTrue(np.isfinite(float(loss)))
 
+    def test_colour_scales_each_channel_of_each_part(self):
+        # Bilinear resampling is linear per channel, so rendering coloured templates equals
+        # colouring the rendered ones; the alpha maps are not coloured.
+        decoder = parts.TemplateDecoder(num_parts=3, template_size=5, channels=3, colorize=True)
+        plain = parts.TemplateDecoder(num_parts=3, template_size=5, channels=3, seed=0)
+        features = tf.random.stateless_normal([2, 3, 4], [4, 4])
+        poses = tf.constant(np.tile(np.eye(2, 3) * [[0.6], [0.8]], [2, 3, 1, 1]), tf.float32)
+        coloured = decoder.render(poses, (9, 9), features)
+        base = plain.render(poses, (9, 9))
+        colours = decoder.colours(features).numpy()  # [2, 3, 3] in (0, 1)
+        self.assertAllInRange(colours, 0.0, 1.0)
+        self.assertAllClose(
+            coloured.templates, base.templates * colours[:, :, None, None, :], atol=1e-6
+        )
+        self.assertAllClose(coloured.alpha_logits, base.alpha_logits)
+        # Features of one example change only that example's colours.
+        other = features.numpy()
+        other[1] += 1.0
+        again = decoder.render(poses, (9, 9), tf.constant(other)).templates.numpy()
+        self.assertAllClose(again[0], coloured.templates[0])
+        self.assertNotAllClose(again[1], coloured.templates[1])
+        with self.assertRaisesRegex(ValueError, "features"):
+            decoder.render(poses, (9, 9))
+
     def test_template_init_is_in_the_unit_interval_and_validated(self):
         init = parts._template_init(4, 5, 1, seed=0)
         self.assertEqual(init.shape, (4, 5, 5, 1))
