@@ -338,19 +338,22 @@ def train(
                 )
                 optimizer._learning_rate.assign(lr)
     start = int(step)
+    num_steps = config.loop.num_steps
     if chief:  # events a killed process wrote after the checkpoint are rewritten now
         for name in ("train", "validation"):
-            dropped = summaries.drop_events_after(os.path.join(run_dir, name), start)
+            # A run that has all its steps validates once more at the end (after its last
+            # checkpoint): that validation is rewritten too.
+            keep = start - 1 if name == "validation" and start >= num_steps else start
+            dropped = summaries.drop_events_after(os.path.join(run_dir, name), keep)
             if dropped:
                 logging.info(
                     "Dropped %d TensorBoard events after step %d from %s/%s: this run rewrites "
                     "them.",
                     dropped,
-                    start,
+                    keep,
                     run_dir,
                     name,
                 )
-    num_steps = config.loop.num_steps
     dataset = strategy.experimental_distribute_dataset(task.train_dataset(start))
     iterator = iter(dataset)
     skip_nonfinite = bool(config.loop.get("skip_nonfinite", False))

@@ -4,7 +4,7 @@ Half of the kills are random moments, half land while a checkpoint is being writ
 TF's temporary checkpoint folder appears). Checked: every checkpoint left behind is readable;
 the final parameters equal an uninterrupted run's bit for bit; and TensorBoard reads every
 summary step exactly once, with the values of the uninterrupted run (the re-run tail supersedes
-the killed one)."""
+the killed one), also after `--resume` of the finished run."""
 
 import glob
 import os
@@ -70,6 +70,8 @@ class KillAndResumeTest(tf.test.TestCase):
             for path in experiment.checkpoint_paths(run_dir) if os.path.isdir(run_dir) else []:
                 tf.train.load_checkpoint(path)  # readable, whatever the moment of the kill
         self.assertGreater(during_checkpoint, 0)
+        # Resuming the finished run validates its last step again: still once in TensorBoard.
+        binaries.run("vae.train", *ARGS, f"--results_dir={results}", "--resume")
 
         final, expected = _params(run_dir), _params(reference)
         for name in expected:
