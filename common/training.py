@@ -14,7 +14,7 @@ Config fields read here (see `loop_config`): `seed`, `strategy`,
 `loop.summary_every`, `loop.image_every`, `loop.eval_every`,
 `loop.checkpoint_every`, `loop.max_to_keep`, `loop.jit`, `loop.skip_nonfinite` (False: a
 NaN/Inf stops training; True: that step's update is skipped, with a warning, and training goes
-on; the TensorBoard scalar `skipped_steps` counts them).
+on; the TensorBoard scalar `skipped_steps` counts them since the process started).
 
 Determinism and resume: the step seed comes from a checkpointed
 `tf.random.Generator`, the data pipeline is indexed by the global step (the
