@@ -57,7 +57,7 @@ def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
             m.set_transformer_size,
             m.set_transformer_layers,
             m.set_transformer_heads,
-            pooling=m.set_transformer_pooling,
+            pooling=m.get("set_transformer_pooling", "mab"),  # runs stored before it: "mab"
             name="set_transformer",
         ),
         capsule_decoder=objects.CapsuleDecoder(
@@ -65,7 +65,7 @@ def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
             m.num_parts,
             m.object_hidden_size,
             noise_scale=m.presence_noise,
-            params_size=m.object_params_size or None,
+            params_size=m.get("object_params_size", 0) or None,  # runs stored before it: none
             name="capsule_decoder",
         ),
         image_shape=(height, width),
