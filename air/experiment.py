@@ -43,6 +43,44 @@ BOUNDS = ("elbo", "iwae")
 PRIOR_SCHEDULES = ("fixed", "exponential")
 
 
+CONFIG_RANGES = {  # checked by `common.cli.check_config` before a run starts
+    "model.max_steps": ">= 1",
+    "model.glimpse_size": ">= 1",
+    "model.what_size": ">= 1",
+    "model.lstm_size": ">= 1",
+    "model.where_scales": "in [1, 2]",
+    "model.min_where_scale": "in [0, 1)",
+    "model.output_std": "> 0",
+    "model.where_std_init": "> 0",
+    "data.canvas_size": ">= 1",
+    "data.max_digits": ">= 0",
+    "data.num_train": ">= 1",
+    "objective.num_particles": ">= 1",
+    "eval.num_particles": ">= 1",
+    "optimizer.epsilon": "> 0",
+}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Relations `CONFIG_RANGES` cannot state.
+
+    Raises:
+      ValueError: a glimpse larger than the canvas, or a digit that does not fit on it.
+    """
+    size, canvas = config.model.glimpse_size, config.data.canvas_size
+    if size > canvas:
+        raise ValueError(
+            f"config.model.glimpse_size = {size} is larger than the canvas "
+            f"(config.data.canvas_size = {canvas}): expected at most {canvas}."
+        )
+    digit = round(28 * config.data.get("digit_scale", 1.0))
+    if digit > canvas:
+        raise ValueError(
+            f"config.data.canvas_size = {canvas} cannot hold a {digit}-pixel digit "
+            f"(config.data.digit_scale = {config.data.digit_scale}): expected >= {digit}."
+        )
+
+
 class Learner(snt.Module):
     """Everything an AIR run trains and checkpoints.
 

@@ -49,7 +49,7 @@ import tensorflow_probability as tfp
 
 from air import modules
 from air.num_steps import NumStepsDistribution, truncated_geometric_prior
-from common import attention
+from common import attention, precision
 
 tfd = tfp.distributions
 
@@ -279,7 +279,9 @@ class AIR(snt.Module):
         steps = {k: [] for k in ("logit", "where", "what", "crop", "write", "kl_what", "kl_where")}
         log_ratio = []  # per step log p(z_t) - log q(z_t), [B]
         for t in range(num):
-            hidden, state = self._core(tf.concat([embedding, prev_what, prev_where], -1), state)
+            hidden, state = precision.run(
+                self._core, tf.concat([embedding, prev_what, prev_where], -1), state
+            )
             steps["logit"].append(self._presence_head(hidden))
             where_q = self._where_head(hidden)
             u = where_q.mean() if deterministic else where_q.sample(seed=seeds[2 * t])

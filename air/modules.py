@@ -26,6 +26,7 @@ import sonnet as snt
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from common import precision
 from common.initializers import ArrayInitializer
 
 tfd = tfp.distributions
@@ -68,7 +69,7 @@ class InputEncoder(snt.Module):
         self._mlp = mlp(hidden_sizes, "mlp")
 
     def __call__(self, images: tf.Tensor) -> tf.Tensor:
-        return self._mlp(snt.flatten(images))
+        return precision.run(self._mlp, snt.flatten(images))
 
 
 class WhereHead(snt.Module):
@@ -152,9 +153,14 @@ class WhereHead(snt.Module):
 
     def __call__(self, hidden: tf.Tensor) -> tfd.Distribution:
         """`[B, L]` -> `Independent(Normal)` over `[B, code_size]` codes `u`."""
-        x = self._mlp(hidden)
-        std = tf.nn.softplus(self._std(x)) + MIN_STD
-        return tfd.Independent(tfd.Normal(self._loc(x), std), reinterpreted_batch_ndims=1)
+
+        def params(h):
+            x = self._mlp(h)
+            return self._loc(x), self._std(x)
+
+        loc, raw_std = precision.run(params, hidden)  # mixed precision: the MLP
+        std = tf.nn.softplus(raw_std) + MIN_STD
+        return tfd.Independent(tfd.Normal(loc, std), reinterpreted_batch_ndims=1)
 
     def squash(self, u: tf.Tensor) -> tf.Tensor:
         """`[..., code_size]` code -> `[..., 4]` `z_where = (s_x, s_y, t_x, t_y)` (with one
@@ -188,7 +194,7 @@ class PresenceHead(snt.Module):
         self._logit = snt.Linear(1, b_init=snt.initializers.Constant(bias_init), name="logit")
 
     def __call__(self, hidden: tf.Tensor) -> tf.Tensor:
-        return self._logit(self._mlp(hidden))[:, 0]
+        return precision.run(lambda h: self._logit(self._mlp(h)), hidden)[:, 0]
 
 
 class GlimpseEncoder(snt.Module):
@@ -203,7 +209,8 @@ class GlimpseEncoder(snt.Module):
         self._params = snt.Linear(2 * what_size, name="params")
 
     def __call__(self, glimpses: tf.Tensor) -> tfd.Distribution:
-        loc, raw_std = tf.split(self._params(self._mlp(snt.flatten(glimpses))), 2, axis=-1)
+        params = precision.run(lambda g: self._params(self._mlp(snt.flatten(g))), glimpses)
+        loc, raw_std = tf.split(params, 2, axis=-1)
         std = tf.nn.softplus(raw_std) + MIN_STD
         return tfd.Independent(tfd.Normal(loc, std), reinterpreted_batch_ndims=1)
 
@@ -248,7 +255,7 @@ class GlimpseDecoder(snt.Module):
         )
 
     def __call__(self, z_what: tf.Tensor) -> tf.Tensor:
-        x = self._out(self._mlp(z_what))
+        x = precision.run(lambda z: self._out(self._mlp(z)), z_what)
         x = tf.sigmoid(x) if self.output == "sigmoid" else x
         return self.output_multiplier * tf.reshape(x, [-1, *self.glimpse_shape, self.channels])
 
@@ -277,4 +284,5 @@ class Baseline(snt.Module):
           `z_where [B, N, 4]`); flattened, gradients stopped.
         """
         features = [snt.flatten(images)] + [snt.flatten(tf.stop_gradient(z)) for z in latents]
-        return self._out(self._mlp(tf.concat(features, axis=-1)))[:, 0]
+        features = tf.concat(features, axis=-1)
+        return precision.run(lambda f: self._out(self._mlp(f)), features)[:, 0]

@@ -12,6 +12,7 @@ parameters, divided by the step time.
 
   python benchmarks/draw_step.py                               # paper sizes, batch 100
   python benchmarks/draw_step.py --variant=cpu
+  python benchmarks/draw_step.py --modes=function --precision=mixed_bfloat16
   python benchmarks/draw_step.py --variant=smoke --batch_size=8 --steps=2 --repeats=1
 """
 
@@ -22,7 +23,7 @@ import tensorflow as tf
 import tf_keras
 from absl import app, flags
 
-from common import attention
+from common import attention, precision
 from draw import experiment as draw_experiment
 from draw.configs import mnist as mnist_configs
 
@@ -37,6 +38,13 @@ _UNROLL = flags.DEFINE_bool(
     None,
     "Run the T steps as a Python loop (True) or a tf.scan (False); default the variant's "
     "model.unroll. XLA compiles an unrolled T = 64 step for many minutes.",
+)
+_PRECISION = flags.DEFINE_enum(
+    "precision",
+    "float32",
+    list(precision.POLICIES),
+    "Mixed-precision policy of the LSTMs and linear heads (common/precision.py); the attention "
+    "share is timed in float32 (the filterbanks stay float32 under every policy).",
 )
 _BATCH = flags.DEFINE_integer("batch_size", 100, "Batch size B.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps per repeat.")
@@ -104,6 +112,7 @@ def main(argv):
         f"DRAW `{_VARIANT.value}` sizes: T = {m.num_steps}, LSTM {m.lstm_size}, z {m.latent_size}, "
         f"attention {m.attention} (read {m.read_size}x{m.read_size}, write "
         f"{m.write_size}x{m.write_size}), {'unrolled' if m.unroll else 'tf.scan'}; B = {b}; "
+        f"precision {_PRECISION.value}; "
         "step = negative ELBO + grads + Adam; "
         f"steps/s = median of {_REPEATS.value} x {_STEPS.value} steps."
     )
@@ -111,10 +120,11 @@ def main(argv):
     for mode in [md for md in MODES if md in _MODES.value]:
         model = draw_experiment.build_model(config)
         step = _train_step(model, mode)
-        rate = _timing.median_steps_per_second(
-            lambda i, step=step: step(x, tf.constant([0, i])),
-            _WARMUP.value, _STEPS.value, _REPEATS.value, f"draw {mode}",
-        )  # fmt: skip
+        with precision.policy(_PRECISION.value):  # traced (and run) under the policy
+            rate = _timing.median_steps_per_second(
+                lambda i, step=step: step(x, tf.constant([0, i])),
+                _WARMUP.value, _STEPS.value, _REPEATS.value, f"draw {mode}",
+            )  # fmt: skip
         share = "-"
         if m.attention:
             att = _attention_only(model, b, mode)

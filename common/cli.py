@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Callable
@@ -11,7 +12,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 from ml_collections import config_flags
 
-from common import distribute, experiment, training
+from common import distribute, experiment, precision, training
 from common.data import mnist
 
 # Errors about the user's input, files or run (not bugs): reported in one line.
@@ -70,6 +71,21 @@ def define_config(default: str, help_text: str):
         return config_flags.DEFINE_config_file("config", default, help_text, lock_config=True)
     except (AttributeError, KeyError, TypeError, ValueError) as e:
         _bad_override(e, sys.argv)
+
+
+def config_value(config_flag) -> ml_collections.ConfigDict:
+    """The config of `--config`.
+
+    Raises:
+      experiment.RunError: the config file cannot be read (`ml_collections` defers that error
+        to the first use of the value), naming the file and the reason.
+    """
+    value = config_flag.value
+    try:
+        value.get("experiment")  # a file that failed to load raises only when used
+        return value
+    except OSError as e:
+        raise experiment.RunError(f"--config could not be loaded: {_one_line(e)}") from e
 
 
 def define_run_flags(default_run_name: str) -> None:
@@ -152,6 +168,22 @@ def prepare_run(
         ) from e
 
 
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Checks `config` against `training.COMMON_RANGES`, its experiment module's
+    `CONFIG_RANGES` and, if the module has one, its `check_config(config)` (relations between
+    fields, e.g. a glimpse no larger than the canvas).
+
+    Raises:
+      ValueError: naming the field, its value and what was expected.
+    """
+    module = importlib.import_module(config.experiment)
+    precision.compute_dtype(config.get("precision", "float32"))
+    training.check_ranges(config, training.COMMON_RANGES)
+    training.check_ranges(config, getattr(module, "CONFIG_RANGES", {}))
+    if hasattr(module, "check_config"):
+        module.check_config(config)
+
+
 def _prepare_run(config, results_dir, run_name, resume, checkpoint, argv):
     strategy = None
     if config.get("strategy") == "multi_worker":
@@ -165,11 +197,13 @@ def _prepare_run(config, results_dir, run_name, resume, checkpoint, argv):
         for name in _explicit_overrides(argv):
             _set(stored, name, _get(config, name))
         config = stored
+        check_config(config)
         resume_from = checkpoint or experiment.latest_checkpoint(run_dir)
         if checkpoint and not os.path.exists(checkpoint + ".index"):
             raise experiment.RunError(f"--checkpoint {checkpoint!r} does not exist.")
         logging.info("Resuming %s from %s", run_dir, resume_from or "its start (no checkpoint)")
     else:
+        check_config(config)  # before anything is created
         run_dir = experiment.new_run_dir(results_dir, run_name) if chief else None
         if strategy is not None:
             run_dir = _chief_run_dir(strategy, results_dir, run_name, run_dir)
@@ -204,7 +238,7 @@ def train_main(
     def train_and_evaluate():
         f = flags.FLAGS
         config, run_dir, resume_from = prepare_run(
-            config_flag.value, f.results_dir, f.run_name, f.resume, f.checkpoint
+            config_value(config_flag), f.results_dir, f.run_name, f.resume, f.checkpoint
         )
         result = train_fn(config, run_dir, resume_from)
         if result.interrupted or not result.is_chief or not config.eval.after_training:
@@ -236,8 +270,7 @@ def run_or_fail(fn, *args, **kwargs):
 
 
 def fail(error: Exception) -> None:
-    """Exits with status 1 and a one-line message; the traceback goes to the
-    log only for errors that are not about the user's input or files."""
-    expected = isinstance(error, (experiment.RunError, FileNotFoundError))
-    logging.error("%s", error, exc_info=not expected)
+    """Exits with status 1 and a one-line message (`error: ...`); the traceback, for
+    developers, goes to the log at --verbosity=1."""
+    logging.debug("%s", error, exc_info=True)
     sys.exit(f"error: {error}")

@@ -12,6 +12,8 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from common import precision
+
 INPUT_ORDERS = ("left-to-right", "right-to-left", "random")
 HIDDEN_DEGREES = ("sequential", "random")
 
@@ -262,9 +264,20 @@ class MADE(snt.Module):
         return self.conditional_size is not None
 
     def _weight(self, i: int) -> tf.Tensor:
+        weight = self.weights[i]  # a cast tensor under mixed precision
+        mask = tf.cast(self._mask_constants[i], weight.dtype)
         if self.premasked:
-            return _masked_read(self.weights[i], self._mask_constants[i])
-        return self.weights[i] * self._mask_constants[i]
+            return _masked_read(weight, mask)
+        return weight * mask
+
+    def _layers(self, h: tf.Tensor, context: list[tf.Tensor] | None) -> tf.Tensor:
+        num_layers = len(self.weights)
+        for i in range(num_layers):
+            out = tf.matmul(h, self._weight(i)) + self.biases[i]
+            if context is not None:
+                out += context[i]
+            h = self.activation(out) if i < num_layers - 1 else out
+        return h
 
     def __call__(
         self, x: tf.Tensor, conditional_input: tf.Tensor | None = None
@@ -291,6 +304,7 @@ class MADE(snt.Module):
         batch_shape = tf.shape(x)[:-1]
         flat = x.shape.rank != 2
         h = tf.reshape(x, [-1, self.event_size]) if flat else x  # [B, D]
+        context = None
         if conditional_input is not None:
             context = tf.convert_to_tensor(conditional_input, dtype=x.dtype)
             context = tf.broadcast_to(
@@ -300,12 +314,8 @@ class MADE(snt.Module):
             context = tf.split(  # One matmul for all layers.
                 tf.matmul(context, self.conditional_weights), self._layer_sizes, axis=-1
             )
-        num_layers = len(self.weights)
-        for i in range(num_layers):
-            out = tf.matmul(h, self._weight(i)) + self.biases[i]
-            if conditional_input is not None:
-                out += context[i]
-            h = self.activation(out) if i < num_layers - 1 else out
+        # The layers in the mixed-precision policy's dtype (common/precision.py).
+        h = precision.run(self._layers, h, context)
         if flat:
             h = tf.reshape(h, tf.concat([batch_shape, [self.num_params * self.event_size]], 0))
         return tuple(tf.split(h, self.num_params, axis=-1))

@@ -39,7 +39,7 @@ import tensorflow as tf
 import tf_keras
 from absl import logging
 
-from common import distribute, experiment, summaries
+from common import distribute, experiment, precision, summaries
 
 
 class NonFiniteError(FloatingPointError):
@@ -108,6 +108,100 @@ class TrainResult(NamedTuple):
     is_chief: bool = True  # False on the non-chief workers of a multi-worker job
 
 
+def experiment_config(
+    experiment: str, variant: str, variants: Sequence[str] | None = None
+) -> ml_collections.ConfigDict:
+    """The fields every package's config starts with.
+
+    Args:
+      experiment: the module with `build_model` / `build_task`, e.g. "vae.experiment".
+      variant: the config variant's name.
+      variants: the valid variant names, or None to leave checking to the caller.
+
+    Returns:
+      A ConfigDict with `experiment`, `variant`, `seed`, `strategy` (default | mirrored |
+      multi_worker | tpu), `num_cpu_devices` (>1 splits the CPU into logical devices, for
+      testing `mirrored`), `deterministic` (`tf.config.experimental.enable_op_determinism()`)
+      and `precision` (float32 | mixed_bfloat16 | mixed_float16, `common.precision`).
+
+    Raises:
+      ValueError: `variant` not in `variants`.
+    """
+    if variants is not None and variant not in variants:
+        raise ValueError(f"Unknown variant {variant!r}; expected one of {', '.join(variants)}.")
+    return ml_collections.ConfigDict(
+        dict(
+            experiment=experiment,
+            variant=variant,
+            seed=0,
+            strategy="default",
+            num_cpu_devices=0,
+            deterministic=True,
+            precision="float32",
+        )
+    )
+
+
+# Valid values of the fields every config has (`experiment_config`, `loop_config`, and the
+# batch / optimizer / evaluation fields all packages use); packages add theirs in their
+# experiment module's `CONFIG_RANGES`. Forms: ">= a", "> a", "in [a, b]", "in [a, b)".
+COMMON_RANGES = {
+    "seed": ">= 0",
+    "num_cpu_devices": ">= 0",
+    "batch_size": ">= 1",
+    "optimizer.learning_rate": "> 0",
+    "eval.batch_size": ">= 1",
+    "loop.num_steps": ">= 0",
+    "loop.log_every": ">= 1",
+    "loop.summary_every": ">= 1",
+    "loop.image_every": ">= 1",
+    "loop.eval_every": ">= 1",
+    "loop.checkpoint_every": ">= 1",
+    "loop.max_to_keep": ">= 1",
+}
+
+
+def parse_range(spec: str) -> tuple[float | None, bool, float | None, bool]:
+    """`(low, low_inclusive, high, high_inclusive)` of a `COMMON_RANGES`-style spec.
+
+    Raises:
+      ValueError: a spec in none of the forms.
+    """
+    spec = spec.strip()
+    for op, inclusive in ((">=", True), (">", False)):
+        if spec.startswith(op):
+            return float(spec[len(op) :]), inclusive, None, False
+    if spec.startswith("in ") and spec[3] in "[(" and spec[-1] in "])":
+        low, high = (float(v) for v in spec[4:-1].split(","))
+        return low, spec[3] == "[", high, spec[-1] == "]"
+    raise ValueError(f"Bad range spec {spec!r}.")
+
+
+def check_ranges(config: ml_collections.ConfigDict, ranges: Mapping[str, str]) -> None:
+    """Checks every field named in `ranges` (dotted paths; absent fields are skipped; for a
+    list or tuple, each element).
+
+    Raises:
+      ValueError: naming the first field outside its range, its value and the range.
+    """
+    for path, spec in ranges.items():
+        value = config
+        for part in path.split("."):
+            if not isinstance(value, ml_collections.ConfigDict) or part not in value:
+                value = None
+                break
+            value = value[part]
+        if value is None:
+            continue
+        low, low_inclusive, high, high_inclusive = parse_range(spec)
+        for v in value if isinstance(value, list | tuple) else [value]:
+            bad = (low is not None and (v < low if low_inclusive else v <= low)) or (
+                high is not None and (v > high if high_inclusive else v >= high)
+            )
+            if bad:
+                raise ValueError(f"config.{path} = {value!r} is out of range: expected {spec}.")
+
+
 def loop_config() -> ml_collections.ConfigDict:
     """Default loop settings; packages embed this in their configs."""
     return ml_collections.ConfigDict(
@@ -142,7 +236,13 @@ def setup_devices(num_cpu_devices: int) -> None:
         ) from e
 
 
+def _inner(optimizer: tf_keras.optimizers.Optimizer) -> tf_keras.optimizers.Optimizer:
+    """The optimizer a `LossScaleOptimizer` wraps (itself otherwise)."""
+    return getattr(optimizer, "inner_optimizer", optimizer)
+
+
 def current_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float:
+    optimizer = _inner(optimizer)
     lr = optimizer._learning_rate  # the schedule or variable given at construction
     if isinstance(lr, tf_keras.optimizers.schedules.LearningRateSchedule):
         return float(lr(optimizer.iterations))
@@ -151,8 +251,21 @@ def current_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float:
 
 def _constant_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float | None:
     """The learning rate of an optimizer built with a constant one; None for a schedule."""
-    lr = optimizer._learning_rate
+    lr = _inner(optimizer)._learning_rate
     return float(lr.numpy()) if isinstance(lr, tf.Variable) else None
+
+
+def _lost_worker_message(error: Exception, step: int, manager) -> str:
+    """One line for a multi-worker step that failed because a worker stopped."""
+    lines = [line for line in str(error).splitlines() if line.strip()]
+    tasks = [line.strip() for line in lines if line.strip().startswith("/job:")]
+    who = ", ".join(tasks) if tasks else "a worker"
+    return (
+        f"Training stopped at step {step}: {who} of the cluster stopped (TensorFlow: "
+        f"{type(error).__name__}). The last checkpoint ({manager.latest_checkpoint or 'none yet'})"
+        " is intact: restart every worker with --resume to continue from it (TF distribute "
+        "guide: a multi-worker job restarts all its workers)."
+    )
 
 
 class _SignalCatcher:
@@ -182,7 +295,9 @@ class _SignalCatcher:
             signal.signal(sig, handler)
 
 
-def _make_train_step(task, strategy, groups, rng, step, jit, skip_nonfinite=False):
+def _make_train_step(
+    task, strategy, groups, rng, step, jit, skip_nonfinite=False, loss_scaling=False
+):
     names_by_optimizer: dict[int, list[str]] = {}
     for name, group in groups.items():
         names_by_optimizer.setdefault(id(group.optimizer), []).append(name)
@@ -195,7 +310,11 @@ def _make_train_step(task, strategy, groups, rng, step, jit, skip_nonfinite=Fals
                 name: tf.nn.compute_average_loss(out.losses[name], global_batch_size=global_batch)
                 for name in groups
             }
+            if loss_scaling:  # mixed_float16: each group's loss times its optimizer's scale
+                losses = {n: groups[n].optimizer.get_scaled_loss(v) for n, v in losses.items()}
         grads = {name: tape.gradient(losses[name], groups[name].variables) for name in groups}
+        if loss_scaling:
+            grads = {n: groups[n].optimizer.get_unscaled_gradients(g) for n, g in grads.items()}
         for name, group_grads in grads.items():
             for g, v in zip(group_grads, groups[name].variables, strict=False):
                 if g is None:
@@ -224,6 +343,11 @@ def _make_train_step(task, strategy, groups, rng, step, jit, skip_nonfinite=Fals
             grads = ctx.all_reduce(tf.distribute.ReduceOp.SUM, grads)
         flat = tf.nest.flatten(grads)
         grad_norm = tf.linalg.global_norm(flat)
+        if loss_scaling and not skip_nonfinite:
+            # The LossScaleOptimizer skips an update with non-finite gradients itself and
+            # halves its scale; the loop tells an overflow from a non-finite loss.
+            apply(grads)
+            return sums, grad_norm, 1.0 - tf.cast(tf.math.is_finite(grad_norm), tf.float32)
         if not skip_nonfinite:
             apply(grads)
             return sums, grad_norm, tf.constant(0.0)
@@ -252,7 +376,7 @@ def _make_train_step(task, strategy, groups, rng, step, jit, skip_nonfinite=Fals
             for k, v in sums.items()
         }
         sums["grad_norm"] = strategy.reduce(tf.distribute.ReduceOp.MEAN, grad_norm, axis=None)
-        if skip_nonfinite:
+        if skip_nonfinite or loss_scaling:
             # The same on every replica: their mean is that value.
             sums["skipped_nonfinite"] = strategy.reduce(tf.distribute.ReduceOp.MEAN, skipped, None)
         step.assign_add(1)
@@ -293,12 +417,18 @@ def train(
       experiment.RunError: the checkpoint to resume from is unreadable, or a checkpoint could not
         be written (disk full, read-only folder); the earlier checkpoints are left intact.
     """
+    with precision.policy(config.get("precision", "float32")):
+        return _train(config, run_dir, build_task, resume_from, after_validation)
+
+
+def _train(config, run_dir, build_task, resume_from, after_validation) -> TrainResult:
     setup_devices(config.get("num_cpu_devices", 0))
     if config.get("deterministic", True):
         tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(config.seed)  # initializers; the steps use stateless seeds
     strategy = distribute.make_strategy(config.strategy)
-    with strategy.scope():
+    # Built in float32 (the variables' initial values too); the policy applies to the steps.
+    with strategy.scope(), precision.policy("float32"):
         task = build_task(config)
         groups = dict(task.param_groups())
         optimizers = list({id(g.optimizer): g.optimizer for g in groups.values()}.values())
@@ -306,6 +436,14 @@ def train(
             optimizer.build(
                 [v for g in groups.values() if g.optimizer is optimizer for v in g.variables]
             )
+        loss_scaling = precision.uses_loss_scaling(config.get("precision", "float32"))
+        if loss_scaling:  # dynamic loss scaling for float16 (common/precision.py)
+            scaled = {id(o): tf_keras.mixed_precision.LossScaleOptimizer(o) for o in optimizers}
+            groups = {
+                n: dataclasses.replace(g, optimizer=scaled[id(g.optimizer)])
+                for n, g in groups.items()
+            }
+            optimizers = list(scaled.values())
     # Outside the scope: one step counter and one random stream, used in
     # cross-replica context only.
     step = tf.Variable(0, dtype=tf.int64, trainable=False, name="global_step")
@@ -329,7 +467,7 @@ def train(
         configured = [_constant_learning_rate(o) for o in optimizers]
         experiment.restore(checkpoint, resume_from, run_dir)
         logging.info("Resumed from %s at step %d.", resume_from, int(step))
-        for optimizer, lr in zip(optimizers, configured, strict=True):
+        for optimizer, lr in zip(map(_inner, optimizers), configured, strict=True):
             if lr is not None and float(optimizer._learning_rate.numpy()) != lr:
                 logging.info(
                     "Learning rate %g from the config (the checkpoint had %g).",
@@ -358,7 +496,7 @@ def train(
     iterator = iter(dataset)
     skip_nonfinite = bool(config.loop.get("skip_nonfinite", False))
     train_step = _make_train_step(
-        task, strategy, groups, rng, step, config.loop.jit, skip_nonfinite
+        task, strategy, groups, rng, step, config.loop.jit, skip_nonfinite, loss_scaling
     )
     skipped_steps = 0
     validation = task.validation_dataset()
@@ -419,9 +557,23 @@ def train(
         logging.info("Step %d already reaches loop.num_steps = %d.", start, num_steps)
     with _SignalCatcher() as signals:
         for s in range(start + 1, num_steps + 1):
-            values = {k: float(v) for k, v in train_step(iterator).items()}
+            try:
+                values = {k: float(v) for k, v in train_step(iterator).items()}
+            except (tf.errors.UnavailableError, tf.errors.AbortedError) as e:
+                if config.strategy != "multi_worker":
+                    raise
+                raise experiment.RunError(_lost_worker_message(e, s, manager)) from e
             bad = [k for k, v in values.items() if not np.isfinite(v)]
-            if values.pop("skipped_nonfinite", 0.0) > 0.5:
+            skipped = values.pop("skipped_nonfinite", 0.0) > 0.5
+            overflow = loss_scaling and skipped and bad == ["grad_norm"]
+            if overflow and not skip_nonfinite:
+                skipped_steps += 1
+                logging.info(
+                    "Step %d: the float16 gradients overflowed; the update was skipped and the "
+                    "loss scale halved (mixed_float16).",
+                    s,
+                )
+            elif skipped and skip_nonfinite:
                 skipped_steps += 1
                 logging.warning(
                     "Step %d skipped (loop.skip_nonfinite): non-finite %s; the parameters and "
@@ -470,8 +622,11 @@ def train(
                     tf.summary.scalar(
                         "steps_per_second", (s - s_summary) / max(now - t_summary, 1e-9), step=s
                     )
-                    if skip_nonfinite:
+                    if skip_nonfinite or loss_scaling:
                         tf.summary.scalar("skipped_steps", skipped_steps, step=s)
+                    for i, optimizer in enumerate(optimizers if loss_scaling else []):
+                        suffix = f"_{i}" if len(optimizers) > 1 else ""
+                        tf.summary.scalar("loss_scale" + suffix, optimizer.loss_scale, step=s)
                 sums, count = {}, 0
                 t_summary, s_summary = now, s
             if s % loop.image_every == 0 or s == num_steps:

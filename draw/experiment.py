@@ -32,6 +32,22 @@ from draw.model import DRAW
 IMAGE_SHAPE = (28, 28)
 
 
+CONFIG_RANGES = {  # checked by `common.cli.check_config` before a run starts
+    "model.num_steps": ">= 1",
+    "model.lstm_size": ">= 1",
+    "model.latent_size": ">= 1",
+    "model.read_size": "in [1, 28]",  # N of an N x N window on the 28 x 28 image
+    "model.write_size": "in [1, 28]",
+    "eval.num_samples": ">= 1",
+    "eval.chunk_samples": ">= 1",
+    "eval.num_test_images": ">= 0",
+    "eval.num_validation_images": ">= 0",
+    "optimizer.epsilon": "> 0",
+    "optimizer.global_clipnorm": ">= 0",
+    "optimizer.final_fraction": "in [0, 1]",
+}
+
+
 def build_model(
     config: ml_collections.ConfigDict, canvas_bias_init: np.ndarray | None = None
 ) -> DRAW:

@@ -32,7 +32,7 @@ import sonnet as snt
 import tensorflow as tf
 import tensorflow_probability as tfp
 
-from common import attention, distribute
+from common import attention, distribute, precision
 
 tfd = tfp.distributions
 
@@ -167,6 +167,12 @@ class DRAW(snt.Module):
         tile = lambda v: tf.tile(v[None], [batch_size, 1])
         return snt.LSTMState(hidden=tile(h0), cell=tile(c0))
 
+    def _net(self, network, *inputs):
+        """`network(*inputs)` in the mixed-precision policy's dtype (`common.precision`; the
+        LSTMs and linear heads), returning float32: the filterbanks, canvas, KL and likelihood
+        stay float32."""
+        return precision.run(network, *inputs)
+
     def _read(self, x, x_hat, h_dec):
         """`[B, 2 N^2]` (or `[B, 2 H W]`) and the raw read window `[B, 5]` (zeros without
         attention)."""
@@ -174,7 +180,7 @@ class DRAW(snt.Module):
         if not self.attention:
             r = tf.concat([tf.reshape(x, [batch, -1]), tf.reshape(x_hat, [batch, -1])], 1)
             return r, tf.zeros([batch, 5])
-        raw = self.read_head(h_dec)
+        raw = self._net(self.read_head, h_dec)
         window = attention.filterbank_params(raw, self.read_size, self.image_shape)
         glimpse = attention.filterbank_read(tf.stack([x, x_hat], -1), window, self.read_size)
         return tf.reshape(glimpse, [batch, 2 * self.read_size**2]), raw
@@ -182,10 +188,10 @@ class DRAW(snt.Module):
     def _write(self, h_dec):
         """`[B, H, W]` and the raw write window `[B, 5]` (zeros without attention)."""
         batch = tf.shape(h_dec)[0]
-        patch = self.patch_head(h_dec)
+        patch = self._net(self.patch_head, h_dec)
         if not self.attention:
             return tf.reshape(patch, [batch, *self.image_shape]), tf.zeros([batch, 5])
-        raw = self.write_head(h_dec)
+        raw = self._net(self.write_head, h_dec)
         window = attention.filterbank_params(raw, self.write_size, self.image_shape)
         patch = tf.reshape(patch, [batch, self.write_size, self.write_size])
         return attention.filterbank_write(patch, window, self.image_shape), raw
@@ -238,11 +244,13 @@ class DRAW(snt.Module):
             enc_state, dec_state, canvas = carry["enc"], carry["dec"], carry["canvas"]
             x_hat = x - tf.sigmoid(canvas)
             r, raw_read = self._read(x, x_hat, dec_state.hidden)
-            h_enc, enc_state = self.encoder(tf.concat([r, dec_state.hidden], 1), enc_state)
-            mu, log_sigma = tf.split(self.posterior_head(h_enc), 2, axis=1)
+            h_enc, enc_state = self._net(
+                self.encoder, tf.concat([r, dec_state.hidden], 1), enc_state
+            )
+            mu, log_sigma = tf.split(self._net(self.posterior_head, h_enc), 2, axis=1)
             sigma = tf.exp(log_sigma)
             z = mu + sigma * eps_t
-            h_dec, dec_state = self.decoder(z, dec_state)
+            h_dec, dec_state = self._net(self.decoder, z, dec_state)
             write, raw_write = self._write(h_dec)
             return dict(
                 enc=enc_state, dec=dec_state, canvas=canvas + write, write=write,
@@ -321,7 +329,7 @@ class DRAW(snt.Module):
                 raise ValueError(f"z must be {shape} (T, N, Z), got {eps.shape}.")
 
         def step(carry, eps_t):
-            h_dec, dec_state = self.decoder(eps_t, carry["dec"])
+            h_dec, dec_state = self._net(self.decoder, eps_t, carry["dec"])
             write, raw_write = self._write(h_dec)
             return dict(dec=dec_state, canvas=carry["canvas"] + write, raw_write=raw_write)
 

@@ -12,6 +12,8 @@ import sonnet as snt
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from common import precision
+
 tfb = tfp.bijectors
 tfd = tfp.distributions
 
@@ -48,6 +50,9 @@ class _MLP(snt.Module):
             self.biases.append(tf.Variable(tf.zeros([fan_out], dtype), name=f"b{i}"))
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
+        return precision.run(self._layers, x)  # mixed precision (common/precision.py)
+
+    def _layers(self, x: tf.Tensor) -> tf.Tensor:
         for i, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             x = _dense(x, w, b)
             if i < len(self.weights) - 1:

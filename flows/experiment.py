@@ -31,6 +31,23 @@ from flows.evaluation import evaluate_run
 from flows.tasks import MnistDensityTask, UciDensityTask
 from flows.toy_task import ToyTask
 
+CONFIG_RANGES = {  # checked by `common.cli.check_config` before a run starts
+    "model.num_layers": ">= 1",
+    "model.num_components": ">= 1",
+    "model.hidden_units": ">= 1",
+    "data.num_train_images": ">= 0",
+    "data.validation_size": ">= 0",
+    "eval.num_samples": ">= 1",
+    "eval.num_test_images": ">= 0",
+    "eval.num_validation_images": ">= 0",
+    "early_stopping.patience_epochs": ">= 1",
+    "early_stopping.eval_every_epochs": ">= 1",
+    "optimizer.beta_1": "in [0, 1)",
+    "optimizer.beta_2": "in [0, 1)",
+    "optimizer.epsilon": "> 0",
+    "optimizer.weight_decay": ">= 0",
+}
+
 
 def build_task(config: ml_collections.ConfigDict):
     """The `common.training.Task` of `config.task`."""

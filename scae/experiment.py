@@ -22,6 +22,43 @@ from common import optimizers, summaries, training
 from scae import clustering, data, model, objects, parts
 from scae.set_transformer import SetTransformer
 
+CONFIG_RANGES = {  # checked by `common.cli.check_config` before a run starts
+    "model.num_parts": ">= 1",
+    "model.num_objects": ">= 1",
+    "model.template_size": ">= 1",
+    "model.part_features": ">= 0",
+    "model.encoder_channels": ">= 1",
+    "model.encoder_strides": ">= 1",
+    "model.set_transformer_size": ">= 1",
+    "model.set_transformer_heads": ">= 1",
+    "model.set_transformer_layers": ">= 0",
+    "model.object_hidden_size": ">= 1",
+    "model.object_feature_size": ">= 1",
+    "model.object_params_size": ">= 0",
+    "model.presence_noise": ">= 0",
+    "data.validation_size": ">= 0",
+    "eval.clusters": ">= 1",
+    "eval.num_train_images": ">= 0",
+    "eval.num_test_images": ">= 0",
+    "loss.dynamic_l2": ">= 0",
+    "loss.part_likelihood": ">= 0",
+    "optimizer.epsilon": "> 0",
+}
+
+
+def check_config(config: ml_collections.ConfigDict) -> None:
+    """Relations `CONFIG_RANGES` cannot state.
+
+    Raises:
+      ValueError: templates larger than the image.
+    """
+    size, image = config.model.template_size, data.image_shape(config)[0]
+    if size > image:
+        raise ValueError(
+            f"config.model.template_size = {size} is larger than the {image}-pixel image: "
+            f"expected at most {image}."
+        )
+
 
 def build_model(config: ml_collections.ConfigDict) -> model.SCAE:
     """The SCAE of `config.model` with its variables created (one call on a dummy batch).

@@ -25,6 +25,7 @@ import ml_collections
 import sonnet as snt
 import tensorflow as tf
 
+from common import precision
 from scae import geometry, objects, parts
 from scae.set_transformer import SetTransformer
 
@@ -126,7 +127,9 @@ class SCAE(snt.Module):
 
         part_poses = objects.flatten_pose(affine)  # [B, M, 6]
         presence = tf.stop_gradient(caps.presence)
-        features = self.set_transformer(self._ocae_input(caps, part_poses), presence)
+        features = precision.run(
+            self.set_transformer, self._ocae_input(caps, part_poses), presence
+        )  # mixed precision: the Set Transformer
         objs = self.capsule_decoder(features, seeds[1])
         likelihood = objects.part_log_likelihood(
             tf.stop_gradient(part_poses),

@@ -31,6 +31,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
+from common import precision
 from scae import geometry
 
 DUMMY_LOG_VALUE = -2.0 * np.log(10.0)  # the dummy component's log density and mixing logit
@@ -142,17 +143,20 @@ class CapsuleDecoder(snt.Module):
             tf.random.stateless_normal([num_capsules, num_parts, 6], [1, 2]) * 0.1, name="op_static"
         )
 
+    def _mlps(self, features: tf.Tensor) -> tf.Tensor:
+        if self.params_size:
+            params = self._params(tf.nn.relu(self._params_hidden(features)))
+            features = tf.concat([params, tf.ones_like(params[..., :1])], axis=-1)
+        return self._out(tf.nn.relu(self._hidden(features)))
+
     def __call__(self, features: tf.Tensor, noise_seed: tf.Tensor | None = None) -> ObjectCapsules:
         """Args:
         features: `[B, K, D]`, row k for capsule k (the Set Transformer's output).
         noise_seed: stateless seed of the `U(-noise_scale/2, noise_scale/2)` noise on both
           presence logits (training); None: no noise.
         """
-        if self.params_size:
-            params = self._params(tf.nn.relu(self._params_hidden(features)))
-            features = tf.concat([params, tf.ones_like(params[..., :1])], axis=-1)
-        h = tf.nn.relu(self._hidden(features))
-        out = self._out(h)  # [B, K, P]
+        # The per-capsule MLPs in the mixed-precision policy's dtype; the rest in float32.
+        out = precision.run(self._mlps, features)  # [B, K, P]
         m = self.num_parts
         op_dyn = tf.reshape(out[..., : m * 6], [-1, self.num_capsules, m, 6])
         rest = out[..., m * 6 :] + self.bias

@@ -29,7 +29,7 @@ import numpy as np
 import sonnet as snt
 import tensorflow as tf
 
-from common import attention
+from common import attention, precision
 from scae import geometry
 
 POSE_SIZE = 6
@@ -109,15 +109,19 @@ class PartEncoder(snt.Module):
         self._param_size = POSE_SIZE + 1 + num_features
         self._head = snt.Conv2D(num_parts * (self._param_size + 1), 1, name="capsule_head")
 
+    def _cnn(self, images: tf.Tensor) -> tf.Tensor:
+        h = images
+        for conv in self._convs:
+            h = tf.nn.relu(conv(h))
+        return self._head(h)
+
     def __call__(self, images: tf.Tensor, noise_seed: tf.Tensor | None = None) -> PartCapsules:
         """Args:
         images: `[B, H, W, C]`.
         noise_seed: stateless seed of the presence noise; None: no noise.
         """
-        h = images
-        for conv in self._convs:
-            h = tf.nn.relu(conv(h))
-        out = self._head(h)  # [B, h, w, M * (D + 1)]
+        # The CNN in the mixed-precision policy's dtype; pooling and noise in float32.
+        out = precision.run(self._cnn, images)  # [B, h, w, M * (D + 1)]
         shape = tf.shape(out)
         m, d = self.num_parts, self._param_size
         values = tf.reshape(out[..., : m * d], [shape[0], shape[1], shape[2], m, d])

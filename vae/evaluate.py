@@ -23,12 +23,14 @@ flags.DEFINE_integer(
     0,
     "Importance samples per image for the log-likelihood; 0 uses the run's eval.num_samples "
     "(5000 except in the default and smoke configs).",
+    lower_bound=0,
 )
 flags.DEFINE_integer(
     "gradient_snr_repeats",
     0,
     "If > 0 (>= 2), also estimate the gradient SNR per data point (Rainforth et al. eq. 13): this "
     "many gradient draws on each of 100 test images, averaged over parameters and images.",
+    lower_bound=0,
 )
 flags.DEFINE_bool("progress", True, "Show a progress bar.")
 flags.mark_flag_as_required("run_dir")

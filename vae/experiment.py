@@ -22,6 +22,23 @@ from common.data import mnist as mnist_data
 from common.data import pipelines
 from vae import estimators, mlps, modules
 
+CONFIG_RANGES = {  # checked by `common.cli.check_config` before a run starts
+    "objective.num_samples": ">= 1",
+    "objective.num_groups": ">= 1",
+    "model.num_stochastic_layers": "in [1, 2]",
+    "model.num_flows": ">= 0",
+    "model.context_size": ">= 1",
+    "model.iaf_hidden_units": ">= 1",
+    "data.validation_size": "in [0, 59999]",
+    "eval.num_samples": ">= 1",
+    "eval.chunk_samples": ">= 1",
+    "eval.validation_num_samples": ">= 1",
+    "eval.num_test_images": ">= 0",
+    "optimizer.beta_1": "in [0, 1)",
+    "optimizer.beta_2": "in [0, 1)",
+    "optimizer.epsilon": "> 0",
+}
+
 
 def posterior_kwargs(config: ml_collections.ConfigDict) -> dict[str, Any]:
     """The posterior arguments of `modules.make_model` from `config.model`.

@@ -11,6 +11,7 @@ import sonnet as snt
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from common import precision
 from common.bijectors import Planar, Radial
 from common.made import MADE
 from vae.mlps import _apply_to_last_axis, _TanhTrunk, glorot_uniform
@@ -196,7 +197,7 @@ class FlowPosteriorMLP(snt.Module):
             )
 
         d = self.latent_size
-        params = _apply_to_last_axis(heads, inputs)  # [..., 2D + P]
+        params = precision.run(_apply_to_last_axis, heads, inputs)  # [..., 2D + P]
         loc, log_scale, flow_params = tf.split(params, [d, d, self.num_flow_params], axis=-1)
         base = tfd.Independent(tfd.Normal(loc, tf.exp(log_scale)), reinterpreted_batch_ndims=1)
         return tfd.TransformedDistribution(base, self.bijector(flow_params), name=self.flow)

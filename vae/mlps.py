@@ -12,6 +12,7 @@ import sonnet as snt
 import tensorflow as tf
 import tensorflow_probability as tfp
 
+from common import precision
 from common.initializers import ArrayInitializer
 
 tfb = tfp.bijectors
@@ -116,7 +117,8 @@ class GaussianMLP(snt.Module):
             t = self.trunk(h)
             return tf.concat([self.loc_layer(t), self.log_scale_layer(t)], axis=-1)
 
-        params = _apply_to_last_axis(heads, inputs)  # [..., 2D]
+        # The MLP in the mixed-precision policy's dtype; the distribution in float32.
+        params = precision.run(_apply_to_last_axis, heads, inputs)  # [..., 2D]
         loc, log_scale = tf.split(params, 2, axis=-1)
         return tfd.Independent(tfd.Normal(loc, tf.exp(log_scale)), reinterpreted_batch_ndims=1)
 
@@ -171,7 +173,9 @@ class BernoulliMLP(snt.Module):
         Args:
           inputs: `[..., D_in]`.
         """
-        logits = _apply_to_last_axis(lambda h: self.logits_layer(self.trunk(h)), inputs)
+        logits = precision.run(
+            _apply_to_last_axis, lambda h: self.logits_layer(self.trunk(h)), inputs
+        )
         return tfd.Independent(
             tfd.Bernoulli(logits=logits, dtype=tf.float32), reinterpreted_batch_ndims=1
         )

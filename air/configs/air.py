@@ -37,15 +37,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     Raises:
       ValueError: for an unknown variant.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}.")
-    c = ml_collections.ConfigDict()
-    c.experiment = "air.experiment"  # module with build_model/build_task
-    c.variant = variant
-    c.seed = 0
-    c.strategy = "default"  # default | mirrored | multi_worker | tpu
-    c.num_cpu_devices = 0
-    c.deterministic = True
+    c = training.experiment_config("air.experiment", variant, VARIANTS)
 
     c.data = ml_collections.ConfigDict()
     c.data.data_dir = ""  # empty: $GENMODELS_DATA_DIR or ~/.cache/genmodels

@@ -35,15 +35,9 @@ def get_config(variant: str = "two_moons") -> ml_collections.ConfigDict:
             f"{', '.join(toy.TARGETS)}."
         )
     energy = target in toy.ENERGIES
-    c = ml_collections.ConfigDict()
-    c.experiment = "flows.experiment"
+    c = training.experiment_config("flows.experiment", variant)
     c.task = "toy"
-    c.variant = variant
     c.target = target
-    c.seed = 0
-    c.strategy = "default"
-    c.num_cpu_devices = 0
-    c.deterministic = True
 
     c.model = ml_collections.ConfigDict()
     c.model.flow = "planar" if energy else "maf"  # planar | radial | maf | realnvp | made | iaf

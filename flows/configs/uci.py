@@ -40,16 +40,9 @@ def get_config(variant: str = "power") -> ml_collections.ConfigDict:
     Raises:
       ValueError: for an unknown variant.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}.")
-    c = ml_collections.ConfigDict()
-    c.experiment = "flows.experiment"  # module with build_model / build_task
+    c = training.experiment_config("flows.experiment", variant, VARIANTS)
     c.task = "uci"  # flows.experiment dispatches on it
-    c.variant = variant
-    c.seed = 0
-    c.strategy = "default"  # early stopping needs the default strategy
-    c.num_cpu_devices = 0
-    c.deterministic = True
+    # early stopping needs the default strategy: keep strategy "default"
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "power" if variant == "smoke" else variant  # flows.uci.DATASETS

@@ -35,15 +35,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     Raises:
       ValueError: an unknown variant.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"Unknown variant {variant!r}; expected one of {', '.join(VARIANTS)}.")
-    c = ml_collections.ConfigDict()
-    c.experiment = "scae.experiment"  # module with build_model / build_task
-    c.variant = variant
-    c.seed = 0
-    c.strategy = "default"
-    c.num_cpu_devices = 0
-    c.deterministic = True
+    c = training.experiment_config("scae.experiment", variant, VARIANTS)
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "mnist"  # 40x40 shifted MNIST (scae/configs/colour.py: SVHN, CIFAR-10)

@@ -27,13 +27,7 @@ def get_config(variant: str = "default") -> ml_collections.ConfigDict:
     Raises:
       ValueError: for an unknown variant.
     """
-    c = ml_collections.ConfigDict()
-    c.experiment = "vae.experiment"  # module with build_model/build_task
-    c.variant = variant
-    c.seed = 0
-    c.strategy = "default"  # default | mirrored | multi_worker | tpu
-    c.num_cpu_devices = 0  # >1 splits the CPU into logical devices (testing `mirrored`)
-    c.deterministic = True  # tf.config.experimental.enable_op_determinism()
+    c = training.experiment_config("vae.experiment", variant)
 
     c.data = ml_collections.ConfigDict()
     c.data.dataset = "mnist"
