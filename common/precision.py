@@ -4,9 +4,9 @@
 
   float32:         everything in float32 (the default).
   mixed_bfloat16:  the matmul-heavy networks (MLPs, LSTMs, convolutions, attention blocks)
-                   compute in bfloat16 on float32 variables; 2x faster matmuls on CPUs with
-                   AVX512_BF16 or AMX and on TPUs. bfloat16 has float32's exponent range, so no
-                   loss scaling is needed.
+                   compute in bfloat16 on float32 variables: faster matmuls on CPUs with
+                   AVX512_BF16 or AMX and on TPUs (the README has this machine's figures).
+                   bfloat16 has float32's exponent range, so no loss scaling is needed.
   mixed_float16:   the same in float16, for GPUs with tensor cores; the training loop scales
                    the loss dynamically (`tf_keras.mixed_precision.LossScaleOptimizer`) so that
                    small gradients do not flush to zero. On CPUs float16 arithmetic is
@@ -16,7 +16,8 @@ The training loop sets the policy (`policy(config.precision)`, around tracing) a
 call `run(network, *inputs)` around each such network: while a mixed policy is active,
 floating-point inputs are cast to its dtype, every Sonnet module's variables are read through a
 cast (`snt.custom_variable_getter`; the variables themselves, the optimizer state and the
-checkpoints stay float32) and the outputs come back as float32. Everything outside, the
+checkpoints stay float32; variables a module creates on its first call are float32 too) and the
+outputs come back in the inputs' dtype. Everything outside, the
 numerically sensitive parts (log-sum-exp, KL divergences, likelihoods and their mixtures,
 log-det-Jacobians, `NumStepsDistribution`), stays in float32 (Micikevicius et al. 2018, "Mixed
 precision training", sec. 3; the same split as Keras' mixed-precision policies). Evaluation
