@@ -15,7 +15,7 @@ from absl import app, flags
 
 from air import evaluation as air_evaluation
 from air import experiment as air_experiment
-from common import cli, training
+from common import cli
 
 _CONFIG = cli.define_config(
     "air/configs/air.py:cpu",
@@ -28,9 +28,7 @@ flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under -
 
 main = cli.train_main(
     _CONFIG,
-    lambda config, run_dir, resume_from: training.train(
-        config, run_dir, air_experiment.build_task, resume_from
-    ),
+    cli.task_trainer(air_experiment.build_task),
     air_evaluation.evaluate_run,
     air_evaluation.format_metrics,
 )

@@ -6,6 +6,7 @@ import importlib
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 import ml_collections
 import tensorflow as tf
@@ -221,6 +222,16 @@ def _chief_run_dir(
     agreed by every worker."""
     number = distribute.chief_value(strategy, int(os.path.basename(run_dir)) if run_dir else 0)
     return os.path.join(results_dir, run_name, str(number))
+
+
+def task_trainer(build_task) -> Callable[[ml_collections.ConfigDict, str, str | None], Any]:
+    """The `train_fn` of `train_main` for a package whose training is `training.train` of its
+    `build_task(config)`."""
+
+    def train_fn(config, run_dir, resume_from):
+        return training.train(config, run_dir, build_task, resume_from)
+
+    return train_fn
 
 
 def train_main(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import dataclasses
 import glob
 import os
+import re
 import shutil
 import signal
 import time
@@ -257,9 +258,11 @@ def _constant_learning_rate(optimizer: tf_keras.optimizers.Optimizer) -> float |
 
 def _lost_worker_message(error: Exception, step: int, manager) -> str:
     """One line for a multi-worker step that failed because a worker stopped."""
-    lines = [line for line in str(error).splitlines() if line.strip()]
-    tasks = [line.strip() for line in lines if line.strip().startswith("/job:")]
-    who = ", ".join(tasks) if tasks else "a worker"
+    tasks = sorted(
+        {int(t) for t in re.findall(r"/job:\w+/(?:replica:\d+/)?task:(\d+)", str(error))}
+    )
+    # TensorFlow names the lost task only on some paths.
+    who = f"worker {', '.join(map(str, tasks))}" if tasks else "a worker"
     return (
         f"Training stopped at step {step}: {who} of the cluster stopped (TensorFlow: "
         f"{type(error).__name__}). The last checkpoint ({manager.latest_checkpoint or 'none yet'})"

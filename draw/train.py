@@ -13,7 +13,7 @@ and samples being drawn). When training ends the test split is evaluated (draw.e
 
 from absl import app, flags
 
-from common import cli, training
+from common import cli
 from draw import experiment as draw_experiment
 
 _CONFIG = cli.define_config(
@@ -29,9 +29,7 @@ flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under -
 
 main = cli.train_main(
     _CONFIG,
-    lambda config, run_dir, resume_from: training.train(
-        config, run_dir, draw_experiment.build_task, resume_from
-    ),
+    cli.task_trainer(draw_experiment.build_task),
     draw_experiment.evaluate_run,
     draw_experiment.format_metrics,
 )

@@ -12,7 +12,7 @@ the test figures are computed (scae.evaluate) and printed.
 
 from absl import app, flags
 
-from common import cli, training
+from common import cli
 from scae import evaluation as scae_evaluation
 from scae import experiment as scae_experiment
 
@@ -28,9 +28,7 @@ flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under -
 
 main = cli.train_main(
     _CONFIG,
-    lambda config, run_dir, resume_from: training.train(
-        config, run_dir, scae_experiment.build_task, resume_from
-    ),
+    cli.task_trainer(scae_experiment.build_task),
     scae_evaluation.evaluate_run,
     scae_evaluation.format_metrics,
 )

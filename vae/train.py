@@ -14,7 +14,7 @@ figures are printed and written to metrics.json.
 
 from absl import app, flags
 
-from common import cli, training
+from common import cli
 from vae import experiment as vae_experiment
 
 _CONFIG = cli.define_config(
@@ -32,9 +32,7 @@ flags.adopt_module_key_flags(cli)  # list --results_dir, --run_name, ... under -
 
 main = cli.train_main(
     _CONFIG,
-    lambda config, run_dir, resume_from: training.train(
-        config, run_dir, vae_experiment.build_task, resume_from
-    ),
+    cli.task_trainer(vae_experiment.build_task),
     vae_experiment.evaluate_run,
     vae_experiment.format_metrics,
 )
