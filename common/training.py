@@ -359,10 +359,12 @@ def _make_train_step(
             finite_sums = ctx.all_reduce(tf.distribute.ReduceOp.SUM, finite_sums)
         # The update happens only when the loss, every metric and every gradient are finite
         # (the same decision on every replica: it reads all-reduced values).
-        finite = tf.math.is_finite(grad_norm) & tf.reduce_all(
-            [tf.reduce_all(tf.math.is_finite(v)) for v in finite_sums]
-        )
-        tf.cond(finite, lambda: apply(grads) or tf.constant(True), lambda: tf.constant(False))
+        finite_values = tf.reduce_all([tf.reduce_all(tf.math.is_finite(v)) for v in finite_sums])
+        finite = tf.math.is_finite(grad_norm) & finite_values
+        # With loss scaling the LossScaleOptimizer must see non-finite gradients: it skips that
+        # update itself and halves its scale (kept from it, the scale would never come down).
+        update = finite_values if loss_scaling else finite
+        tf.cond(update, lambda: apply(grads) or tf.constant(True), lambda: tf.constant(False))
         return sums, grad_norm, 1.0 - tf.cast(finite, tf.float32)
 
     if jit and single:
@@ -569,7 +571,7 @@ def _train(config, run_dir, build_task, resume_from, after_validation) -> TrainR
             bad = [k for k, v in values.items() if not np.isfinite(v)]
             skipped = values.pop("skipped_nonfinite", 0.0) > 0.5
             overflow = loss_scaling and skipped and bad == ["grad_norm"]
-            if overflow and not skip_nonfinite:
+            if overflow:
                 skipped_steps += 1
                 logging.info(
                     "Step %d: the float16 gradients overflowed; the update was skipped and the "
@@ -627,9 +629,10 @@ def _train(config, run_dir, build_task, resume_from, after_validation) -> TrainR
                     )
                     if skip_nonfinite or loss_scaling:
                         tf.summary.scalar("skipped_steps", skipped_steps, step=s)
-                    for i, optimizer in enumerate(optimizers if loss_scaling else []):
-                        suffix = f"_{i}" if len(optimizers) > 1 else ""
-                        tf.summary.scalar("loss_scale" + suffix, optimizer.loss_scale, step=s)
+                    if loss_scaling:
+                        for i, optimizer in enumerate(optimizers):
+                            suffix = f"_{i}" if len(optimizers) > 1 else ""
+                            tf.summary.scalar("loss_scale" + suffix, optimizer.loss_scale, step=s)
                 sums, count = {}, 0
                 t_summary, s_summary = now, s
             if s % loop.image_every == 0 or s == num_steps:

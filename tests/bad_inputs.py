@@ -123,9 +123,10 @@ def train_cases(binary: str, sandbox: str) -> list[Case]:
 
     path, variant, source_field = TRAIN[binary]
     config = _config(binary)
+    leaves = dict(_leaves(config))
     base = [f"--config={path}:{variant}", f"--results_dir={sandbox}/results"]
     cases = []
-    for field, _ in _leaves(config):
+    for field in leaves:
         *parents, last = field.split(".")
         typo = ".".join([*parents, _typo(last)])
         cases.append(Case("unknown field", [*base, f"--config.{typo}=1"], [typo]))
@@ -145,18 +146,13 @@ def train_cases(binary: str, sandbox: str) -> list[Case]:
     module = importlib.import_module(config.experiment)
     ranges = {**training.COMMON_RANGES, **getattr(module, "CONFIG_RANGES", {})}
     for field, spec in ranges.items():
-        try:
-            value = config
-            for part in field.split("."):
-                value = value[part]
-        except KeyError:
-            continue
+        value = leaves.get(field)
         if value is None or isinstance(value, bool | str):
             continue
         for bad in _out_of_range(spec, value):
             cases.append(Case("out of range", [*base, f"--config.{field}={bad}"], [field]))
     for field in CHOICES:
-        if field in dict(_leaves(config)):
+        if field in leaves:
             cases.append(
                 Case(
                     "unknown choice",
@@ -398,8 +394,8 @@ def main(argv: list[str]) -> None:
     os.makedirs(logs, exist_ok=True)
     watched = os.path.join(sandbox, "results")
     report = []
+    before = snapshot(watched)
     for i, case in enumerate(cases):
-        before = snapshot(watched)
         log = os.path.join(logs, f"{i:03d}.txt")
         code = run_case(binary, case, log)
         after = snapshot(watched)
@@ -412,6 +408,8 @@ def main(argv: list[str]) -> None:
             top = os.path.join(*path.split(os.sep)[:2])
             if top not in folders:
                 shutil.rmtree(os.path.join(watched, top), ignore_errors=True)
+        # The next case starts from this state: hashing the sandbox once per case, not twice.
+        before = {p: h for p, h in after.items() if os.path.join(*p.split(os.sep)[:2]) in folders}
         report.append(
             dict(
                 kind=case.kind,

@@ -52,30 +52,7 @@ class MultiWorkerTest(tf.test.TestCase):
         binaries.run(module, *args, "--run_name=one", "--config.eval.after_training=False")
 
         os.makedirs(os.path.join(results, "mw", "1"))  # an earlier run: the new one must be 2
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in _free_ports(2)]}
-        procs = []
-        for index in range(2):
-            env = binaries.env()
-            env["TF_CONFIG"] = json.dumps(
-                {"cluster": cluster, "task": {"type": "worker", "index": index}}
-            )
-            procs.append(
-                subprocess.Popen(
-                    [
-                        sys.executable,
-                        "-m",
-                        module,
-                        *args,
-                        "--run_name=mw",
-                        "--config.strategy=multi_worker",
-                    ],
-                    cwd=binaries.ROOT,
-                    env=env,
-                    stdout=subprocess.PIPE,
-                    stderr=subprocess.PIPE,
-                    text=True,
-                )
-            )
+        procs = self._workers(module, [*args, "--run_name=mw"])
         outputs = [p.communicate(timeout=600) for p in procs]
         for p, (_, err) in zip(procs, outputs, strict=True):
             self.assertEqual(p.returncode, 0, err[-3000:])

@@ -117,7 +117,7 @@ def test_training_loss_under_mixed_bfloat16_is_close_to_float32(package):
         assert np.any(mixed[name] != value), (package, name)  # the networks ran in bfloat16
 
 
-def _train_vae(tmp_path, policy):
+def _train_vae(tmp_path, policy, skip_nonfinite=False):
     from vae import experiment as vae_experiment
     from vae.configs import iwae
 
@@ -126,7 +126,8 @@ def _train_vae(tmp_path, policy):
     config.loop.num_steps = 40
     config.loop.summary_every = 10
     config.loop.eval_every = 40
-    run_dir = os.path.join(tmp_path, policy)
+    config.loop.skip_nonfinite = skip_nonfinite
+    run_dir = os.path.join(tmp_path, f"{policy}_{skip_nonfinite}")
     os.makedirs(run_dir)
     result = training.train(config, run_dir, vae_experiment.build_task)
     return result, run_dir
@@ -148,3 +149,23 @@ def test_mixed_training_on_real_mnist_ends_close_to_float32(tmp_path):
     dtypes = reader.get_variable_to_dtype_map()
     model_vars = [k for k in dtypes if k.startswith("model/") and "OPTIMIZER_SLOT" not in k]
     assert model_vars and all(dtypes[k] == tf.float32 for k in model_vars)
+
+
+def test_float16_loss_scale_comes_down_under_skip_nonfinite(tmp_path):
+    """With `loop.skip_nonfinite` the LossScaleOptimizer still sees overflowed gradients, so
+    its scale comes down from 2^15 and training goes on (a skipped step must not keep the scale
+    where it overflowed)."""
+    result, run_dir = _train_vae(tmp_path, "mixed_float16", skip_nonfinite=True)
+    scales = [
+        v for _, v in events.scalars(events.load(os.path.join(run_dir, "train")), "loss_scale")
+    ]
+    assert scales and min(scales) < 2.0**15, scales
+    skipped = [
+        v for _, v in events.scalars(events.load(os.path.join(run_dir, "train")), "skipped_steps")
+    ]
+    assert skipped[-1] < 40, skipped
+    reference, _ = _train_vae(tmp_path, "float32")
+    elbo = result.validation_metrics["elbo"]
+    assert abs(elbo - reference.validation_metrics["elbo"]) < 0.01 * abs(
+        reference.validation_metrics["elbo"]
+    )
