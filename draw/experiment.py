@@ -45,6 +45,7 @@ CONFIG_RANGES = {  # checked by `common.cli.check_config` before a run starts
     "optimizer.epsilon": "> 0",
     "optimizer.global_clipnorm": ">= 0",
     "optimizer.final_fraction": "in [0, 1]",
+    "loss.kl_warmup_steps": ">= 0",
 }
 
 
@@ -72,6 +73,7 @@ def build_model(
         canvas_bias_init=canvas_bias_init,
         unroll=m.get("unroll", False),
         read_window_bias=tuple(m.get("read_window_bias", (0.0,) * 5)),
+        zero_write_init=m.get("zero_write_init", False),
         name="draw",
     )
     model(tf.zeros([1, *IMAGE_SHAPE]), tf.constant([0, 0]))
@@ -134,9 +136,24 @@ class DRAWTask:
     def param_groups(self) -> dict[str, training.ParamGroup]:
         return {"model": training.ParamGroup(self.model.trainable_variables, self.optimizer)}
 
+    def kl_weight(self) -> tf.Tensor:
+        """The weight of `L^z` in the training loss at the current step: 1, or with
+        `loss.kl_warmup_steps = n > 0` rising linearly from 1/n at the first step to 1 at step n
+        (a warm-up against posterior collapse; Bowman et al. 2016, sec. 3.1; Sonderby et al.
+        2016, sec. 2.3; not in the DRAW paper). Reported figures always use weight 1."""
+        warmup = self.config.get("loss", {}).get("kl_warmup_steps", 0)
+        if not warmup:
+            return tf.constant(1.0)
+        step = tf.cast(self.optimizer.iterations + 1, tf.float32)
+        return tf.minimum(1.0, step / float(warmup))
+
     def step(self, batch, seed) -> training.StepOutput:
         out = self.model(batch["image"], seed)
-        return training.StepOutput({"model": out.loss}, _per_example(out))
+        weight = self.kl_weight()
+        metrics = _per_example(out)
+        metrics["kl_weight"] = tf.fill(tf.shape(out.loss), weight)
+        loss = out.reconstruction_loss + weight * out.latent_loss
+        return training.StepOutput({"model": loss}, metrics)
 
     def evaluate(self, dataset: tf.data.Dataset, seed: tf.Tensor) -> dict[str, float]:
         """Mean `negative_elbo`, `reconstruction_loss` and `latent_loss` (nats), one sample

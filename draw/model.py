@@ -102,6 +102,8 @@ class DRAW(snt.Module):
         initialization, zeros are Sonnet's default. With zeros a 2x2 read starts with stride
         `(28 - 1) / (2 - 1)`, i.e. on the corner pixels; e.g. `log delta~ = -1.1` puts its two
         filters 9 pixels apart around the centre.
+      zero_write_init: start the write patch's linear map at zero weights (every write is 0
+        at initialization, so the canvas starts at `c_0`), instead of Sonnet's default.
 
     Raises:
       ValueError: non-positive sizes, or `read_window_bias` not 5 numbers.
@@ -119,6 +121,7 @@ class DRAW(snt.Module):
         canvas_bias_init=None,
         unroll: bool = False,
         read_window_bias: Sequence[float] = (0.0, 0.0, 0.0, 0.0, 0.0),
+        zero_write_init: bool = False,
         name: str | None = None,
     ):
         super().__init__(name=name)
@@ -157,9 +160,11 @@ class DRAW(snt.Module):
                 name="read_window",
             )
             self.write_head = snt.Linear(5, name="write_window")
-            self.patch_head = snt.Linear(write_size * write_size, name="write_patch")
-        else:
-            self.patch_head = snt.Linear(height * width, name="write_image")
+        patch_size = write_size * write_size if self.attention else height * width
+        w_init = snt.initializers.Zeros() if zero_write_init else None
+        self.patch_head = snt.Linear(
+            patch_size, w_init=w_init, name="write_patch" if self.attention else "write_image"
+        )
 
     # -- pieces -----------------------------------------------------------------
     def _initial_state(self, name: str, batch_size) -> snt.LSTMState:

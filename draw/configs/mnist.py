@@ -14,6 +14,10 @@ Variants:
                  the empty corner pixels), the Python-unrolled loop under tf.function, 11,000
                  steps with a cosine learning-rate decay (README: results and deviations).
   smoke:         tiny, for tests (seconds).
+
+`paper` on its own collapses to the mean image in the first few hundred steps (L^z -> 0);
+`--config.loss.kl_warmup_steps=1000` (a KL warm-up, not in the paper) is how the README's
+`paper` figures were trained (draw/README.md: Deviations).
 """
 
 import ml_collections
@@ -47,8 +51,13 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     # paper states none: zeros (Sonnet's default). draw/model.py explains the choice.
     c.model.read_window_bias = (0.0, 0.0, 0.0, 0.0, 0.0)
     c.model.write_size = 5  # N of the write window (Table 3)
+    c.model.zero_write_init = False  # True: the write patch's weights start at 0 (no writes)
     c.model.canvas_bias_from_data = True  # c_0 starts at the logit of the mean training image
     c.model.unroll = False  # True: the T steps as a Python loop (a larger graph) instead of tf.scan
+
+    c.loss = ml_collections.ConfigDict()
+    # > 0: the weight of L^z rises linearly from 0 to 1 over this many steps (not in the paper)
+    c.loss.kl_warmup_steps = 0
 
     c.batch_size = 100
     c.optimizer = ml_collections.ConfigDict()

@@ -130,6 +130,24 @@ class ConfigTest(tf.test.TestCase):
         )
         self.assertFalse(mnist_configs.get_config("no_attention").model.attention)
 
+    def test_kl_warmup_weights_the_latent_loss_only(self):
+        config = mnist_configs.get_config("smoke")
+        config.loss.kl_warmup_steps = 4
+        task = draw_experiment.DRAWTask(config)
+        batch = next(iter(task.train_dataset(0)))
+        seed = tf.constant([1, 2])
+        for iteration, weight in ((0, 0.25), (1, 0.5), (2, 0.75), (3, 1.0), (10, 1.0)):
+            task.optimizer.iterations.assign(iteration)
+            got = task.step(batch, seed)
+            out = task.model(batch["image"], seed)
+            lx, lz = out.reconstruction_loss.numpy(), out.latent_loss.numpy()
+            self.assertAllClose(got.losses["model"], lx + weight * lz, rtol=1e-6)
+            self.assertAllClose(got.metrics["negative_elbo"], lx + lz, rtol=1e-6)  # reported: 1
+            self.assertAllClose(got.metrics["kl_weight"], np.full_like(lx, weight))
+        config.loss.kl_warmup_steps = 0
+        task.optimizer.iterations.assign(0)
+        self.assertAllClose(task.step(batch, seed).metrics["kl_weight"], np.ones_like(lx))
+
     def test_mean_image_logit(self):
         images = np.array([[[1, 0]], [[1, 1]], [[1, 0]], [[1, 0]]], np.uint8)
         self.assertAllClose(

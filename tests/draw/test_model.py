@@ -110,6 +110,23 @@ class DRAWTest(tf.test.TestCase, parameterized.TestCase):
         with self.assertRaisesRegex(ValueError, "read_window_bias"):
             DRAW(read_window_bias=(0.0, 0.0))
 
+    @parameterized.parameters(True, False)
+    def test_zero_write_init_starts_the_canvas_at_c0(self, use_attention):
+        x = _images(3, (9, 11), 6)
+        for zero, want_zero in ((True, True), (False, False)):
+            model = DRAW((9, 11), num_steps=4, lstm_size=8, latent_size=2,
+                         attention=use_attention, zero_write_init=zero)  # fmt: skip
+            out = model(x, tf.constant([3, 3]))
+            size = np.abs(out.writes.numpy()).max()
+            self.assertEqual(size == 0.0, want_zero, size)
+            if zero:  # the canvas is c_0 at every step, yet the patch weights get a gradient
+                self.assertAllEqual(out.canvas_logits[-1], np.broadcast_to(
+                    model.canvas_bias.numpy(), (3, 9, 11)))  # fmt: skip
+                with tf.GradientTape() as tape:
+                    loss = tf.reduce_mean(model(x, tf.constant([3, 3])).loss)
+                grad = tape.gradient(loss, model.patch_head.w)
+                self.assertGreater(float(tf.reduce_max(tf.abs(grad))), 0.0)
+
     def test_bad_sizes_and_images_raise(self):
         with self.assertRaisesRegex(ValueError, "num_steps"):
             DRAW(num_steps=0)
