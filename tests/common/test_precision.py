@@ -156,13 +156,10 @@ def test_float16_loss_scale_comes_down_under_skip_nonfinite(tmp_path):
     its scale comes down from 2^15 and training goes on (a skipped step must not keep the scale
     where it overflowed)."""
     result, run_dir = _train_vae(tmp_path, "mixed_float16", skip_nonfinite=True)
-    scales = [
-        v for _, v in events.scalars(events.load(os.path.join(run_dir, "train")), "loss_scale")
-    ]
+    train_events = events.load(os.path.join(run_dir, "train"))
+    scales = [v for _, v in events.scalars(train_events, "loss_scale")]
     assert scales and min(scales) < 2.0**15, scales
-    skipped = [
-        v for _, v in events.scalars(events.load(os.path.join(run_dir, "train")), "skipped_steps")
-    ]
+    skipped = [v for _, v in events.scalars(train_events, "skipped_steps")]
     assert skipped[-1] < 40, skipped
     reference, _ = _train_vae(tmp_path, "float32")
     elbo = result.validation_metrics["elbo"]
