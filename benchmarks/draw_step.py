@@ -10,6 +10,11 @@ The attention share: the same T reads and writes (filterbank construction, read 
 write of the patch), forward and backward, timed alone in the same mode on random window
 parameters, divided by the step time.
 
+The matmul floor: only the two LSTMs' matmuls of a step (for each of the T steps the forward
+`[B, K] x [K, 4 L]` product of each LSTM and the two products of its backward pass), as
+`tf.function` in the policy's compute dtype: no step of that size can be faster on these cores
+while it runs its LSTMs through TensorFlow's matmul.
+
   python benchmarks/draw_step.py                               # paper sizes, batch 100
   python benchmarks/draw_step.py --variant=cpu
   python benchmarks/draw_step.py --modes=function --precision=mixed_bfloat16
@@ -93,6 +98,35 @@ def _attention_only(model, batch, mode):
     return _compile(step, mode)
 
 
+def _matmul_floor(config, batch: int, dtype: tf.DType):
+    """(seconds, GFLOP) of the LSTM matmuls of one training step (module docstring)."""
+    m = config.model
+    read = 2 * (m.read_size**2 if m.attention else 28 * 28)
+    inner = [read + 2 * m.lstm_size, m.latent_size + m.lstm_size]  # K: [input, hidden] per LSTM
+    rng = [tf.random.stateless_normal([batch, k], [2, k]) for k in inner]
+    args = [tf.cast(a, dtype) for a in rng] + [
+        tf.cast(tf.random.stateless_normal([k, 4 * m.lstm_size], [3, k]), dtype) for k in inner
+    ]
+    grad = tf.cast(tf.random.stateless_normal([batch, 4 * m.lstm_size], [4, 0]), dtype)
+
+    @tf.function
+    def products(a_enc, a_dec, w_enc, w_dec, g):
+        acc = tf.zeros([], dtype)
+        for _ in range(m.num_steps):
+            s = 1 + acc * 0  # a data dependence: no product is shared or hoisted out of the loop
+            for a, w in ((a_enc, w_enc), (a_dec, w_dec)):
+                out = tf.matmul(a * s, w)  # forward
+                d_in = tf.matmul(g * s, w, transpose_b=True)  # backward: input, weights
+                d_w = tf.matmul(a * s, g, transpose_a=True)
+                acc += out[0, 0] + d_in[0, 0] + d_w[0, 0]
+        return acc
+
+    rate = _timing.median_steps_per_second(
+        lambda i: products(*args, grad), _WARMUP.value, _STEPS.value, _REPEATS.value, "matmuls"
+    )
+    return 1 / rate, 3 * 2 * batch * 4 * m.lstm_size * sum(inner) * m.num_steps / 1e9
+
+
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {' '.join(argv[1:])}")
@@ -134,6 +168,12 @@ def main(argv):
             )  # fmt: skip
             share = f"{100 * rate / att_rate:.1f}%"
         print(f"{mode:<9} {rate:8.2f} {1 / rate:8.3f} {share:>16}", flush=True)
+    dtype = precision.compute_dtype(_PRECISION.value)
+    seconds, gflop = _matmul_floor(config, b, dtype)
+    print(
+        f"matmul floor ({dtype.name}, tf.function): the LSTMs' {gflop:.3g} GFLOP of matmuls per "
+        f"step take {seconds:.3g} s alone ({gflop / seconds:.3g} GFLOP/s)"
+    )
 
 
 if __name__ == "__main__":

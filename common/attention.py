@@ -136,34 +136,40 @@ def resample(images: tf.Tensor, grid: tf.Tensor) -> tf.Tensor:
         dynamic[i] if images.shape[i] is None else images.shape[i] for i in range(4)
     )
     dtype = images.dtype
+    # Zero padding as zero pixels around the image (one before, two after on each axis): with
+    # every sample point clipped to [-1, size] in pixel coordinates, its four neighbours lie in
+    # the padded image, so no neighbour needs a mask; points on or beyond the border sample the
+    # zero pixels, with the same (zero or one-sided) gradients as masking the neighbours outside
+    # the image. Non-finite points are moved outside first. Fewer intermediate tensors than
+    # masking: a SCAE training step (`cpu` sizes, XLA) is about 0.1 s faster.
+    padded = tf.pad(images, [[0, 0], [1, 2], [1, 2], [0, 0]])
     max_x = tf.cast(width - 1, dtype)
     max_y = tf.cast(height - 1, dtype)
-    # Continuous pixel coordinates: pixel (i, j) has its centre at (x, y) = (j, i).
-    x = (grid[..., 0] + 1.0) * (0.5 * max_x)  # [B, h, w]
-    y = (grid[..., 1] + 1.0) * (0.5 * max_y)
+
+    def pixel_coordinate(u, size_minus_1):
+        # Continuous pixel coordinate: pixel (i, j) has its centre at (x, y) = (j, i).
+        u = (u + 1.0) * (0.5 * size_minus_1)
+        u = tf.where(tf.math.is_finite(u), u, -tf.ones_like(u))
+        return tf.clip_by_value(u, -1.0, size_minus_1 + 1.0)
+
+    x = pixel_coordinate(grid[..., 0], max_x)  # [B, h, w]
+    y = pixel_coordinate(grid[..., 1], max_y)
     x0 = tf.floor(tf.stop_gradient(x))
     y0 = tf.floor(tf.stop_gradient(y))
     wx1, wy1 = x - x0, y - y0  # Weights of the right/bottom neighbours (Eq. 5).
     wx0, wy0 = 1.0 - wx1, 1.0 - wy1
-
-    corners_x = tf.stack([x0, x0 + 1.0, x0, x0 + 1.0])  # [4, B, h, w]
-    corners_y = tf.stack([y0, y0, y0 + 1.0, y0 + 1.0])
-    weights = tf.stack([wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1])
-    inside = (corners_x >= 0) & (corners_x <= max_x) & (corners_y >= 0) & (corners_y <= max_y)
-    # Zero padding: neighbours outside the image get zero weight. Their index is
-    # replaced by 0 *before* the int cast so far-away or NaN points never index
-    # out of range.
-    weights = tf.where(inside, weights, tf.zeros_like(weights))
-    col = tf.cast(tf.where(inside, corners_x, tf.zeros_like(corners_x)), tf.int32)
-    row = tf.cast(tf.where(inside, corners_y, tf.zeros_like(corners_y)), tf.int32)
-    index = row * width + col  # [4, B, h, w]
+    row_length = width + 3
+    # Top-left neighbour in the padded image (pixel (i, j) of the image is (i + 1, j + 1)).
+    top_left = (tf.cast(y0, tf.int32) + 1) * row_length + tf.cast(x0, tf.int32) + 1
+    index = tf.stack(
+        [top_left, top_left + 1, top_left + row_length, top_left + row_length + 1], 1
+    )  # [B, 4, h, w]
+    weights = tf.stack([wx0 * wy0, wx1 * wy0, wx0 * wy1, wx1 * wy1], 1)[..., None]
 
     out_h, out_w = (tf.shape(grid)[i] if grid.shape[i] is None else grid.shape[i] for i in (1, 2))
-    index = tf.reshape(tf.transpose(index, [1, 0, 2, 3]), [batch, -1])  # [B, 4*h*w]
-    flat = tf.reshape(images, [batch, -1, channels])  # [B, H*W, C]
-    values = tf.gather(flat, index, batch_dims=1)  # [B, 4*h*w, C]
+    flat = tf.reshape(padded, [batch, -1, channels])  # [B, (H + 3) (W + 3), C]
+    values = tf.gather(flat, tf.reshape(index, [batch, -1]), batch_dims=1)  # [B, 4 h w, C]
     values = tf.reshape(values, [batch, 4, out_h, out_w, channels])
-    weights = tf.transpose(weights, [1, 0, 2, 3])[..., None]  # [B, 4, h, w, 1]
     return tf.reduce_sum(weights * values, axis=1)
 
 
