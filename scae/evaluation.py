@@ -1,5 +1,6 @@
 """Evaluation of a SCAE run (Kosiorek et al. 2019, sec. 4.1): unsupervised accuracy (LIN-MATCH)
-of k-means on object presences and the linear probes (LIN-PRED), on train and test, and the
+of k-means on object presences and the linear probes (LIN-PRED), on train and test (or
+validation, for choices), and the
 viewpoint robustness of the same clusters: the test digits under random affine transforms in
 affNIST's ranges (`scae.data.affine_transform`: rotation within +-20 degrees, shear within +-0.2,
 scales 0.8-1.2, random placement), clustered with the k-means fitted on the untransformed
@@ -9,9 +10,10 @@ For prior presences (`u_k = max_m a_k a_{k,m}`) and posterior masses (`v_k`), k-
 `eval.clusters` count is fitted on the training images' features (`eval.num_train_images`, 0:
 all), matched to labels there, and scored on train and test (`scae.clustering`). The probes are
 the two linear classifiers trained online on stop-gradient presences. Presence noise at
-evaluation follows `eval.presence_noise` (the reference code always adds it).
+evaluation follows `eval.presence_noise` (the reference code always adds it) unless overridden.
 
-Writes `metrics.json` and TensorBoard scalars under `<run_dir>/test`.
+Writes `metrics.json` and TensorBoard scalars under `<run_dir>/test` (other splits and noise
+settings: `metrics_file`).
 """
 
 from __future__ import annotations
@@ -27,32 +29,65 @@ from common import experiment, summaries
 from scae import clustering, data, plots
 from scae import experiment as scae_experiment
 
+SPLITS = ("test", "validation")
+
+
+def metrics_file(split: str = "test", presence_noise: bool | None = None) -> str:
+    """The file `evaluate_run` writes: `metrics.json` for the test split with the run's own
+    presence-noise setting, otherwise e.g. `metrics_validation.json` or
+    `metrics_validation_noise_on.json`, so that no evaluation overwrites another."""
+    if split == "test" and presence_noise is None:
+        return "metrics.json"
+    noise = "" if presence_noise is None else f"_noise_{'on' if presence_noise else 'off'}"
+    return f"metrics_{split}{noise}.json"
+
 
 def evaluate_run(
-    run_dir: str, checkpoint_path: str | None = None, plot: bool = True
+    run_dir: str,
+    checkpoint_path: str | None = None,
+    plot: bool = True,
+    split: str = "test",
+    presence_noise: bool | None = None,
 ) -> dict[str, Any]:
     """Evaluates a run's newest (or given) checkpoint; returns and writes the metrics, and with
-    `plot` the PNGs `templates.png`, `reconstructions.png`, `accuracy_curve.png`,
-    `presences.png` (object presences of 8 test images) and `tsne.png` (t-SNE of the test
-    images' posterior presences) in the run folder (listed in the metrics' `figures`).
+    `plot` (test split only) the PNGs `templates.png`, `reconstructions.png`,
+    `accuracy_curve.png`, `presences.png` (object presences of 8 test images) and `tsne.png`
+    (t-SNE of the test images' posterior presences) in the run folder (listed in the metrics'
+    `figures`).
+
+    Args:
+      run_dir: the run folder.
+      checkpoint_path: a checkpoint prefix; None: the newest.
+      plot: write the PNGs (test split only).
+      split: `"test"` (the reported figures) or `"validation"` (the last training images, for
+        choices: `eval.num_validation_images` of them).
+      presence_noise: add presence noise at evaluation (the reference code's quirk); None: the
+        run's `eval.presence_noise`.
 
     Raises:
       common.experiment.RunError: bad run folder or checkpoint.
+      ValueError: an unknown `split`.
     """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}; got {split!r}.")
     restored = experiment.load_from_checkpoint(run_dir, checkpoint_path)
     config, scae = restored.config, restored.model
     splits = data.load_splits(config)
-    noise = tf.constant([config.seed, 77], tf.int32) if config.eval.presence_noise else None
+    noisy = config.eval.presence_noise if presence_noise is None else presence_noise
+    noise = tf.constant([config.seed, 77], tf.int32) if noisy else None
     train = data.prefix(splits.train, config.eval.num_train_images)
-    test = data.prefix(splits.test, config.eval.num_test_images)
+    if split == "test":
+        held_out = data.prefix(splits.test, config.eval.num_test_images)
+    else:
+        held_out = data.prefix(splits.validation, config.eval.num_validation_images)
     batch = config.eval.batch_size
     # Training images get the fixed evaluation shifts too, so the features are repeatable.
     datasets = {
         "train": data.eval_batches(config, train, batch),
-        "test": data.eval_batches(config, test, batch),
+        split: data.eval_batches(config, held_out, batch),
     }
     if data.dataset_name(config) == "mnist":
-        datasets["affine_test"] = data.affine_eval_dataset(test, batch)
+        datasets[f"affine_{split}"] = data.affine_eval_dataset(held_out, batch)
     features = {}
     for name, dataset in datasets.items():
         logging.info("Collecting object presences of the %s images.", name)
@@ -60,10 +95,12 @@ def evaluate_run(
     metrics: dict[str, Any] = {
         "step": restored.step,
         "checkpoint": restored.checkpoint_path,
+        "split": split,
+        "presence_noise": bool(noisy),
         "num_train_images": int(len(features["train"]["label"])),
-        "num_test_images": int(len(features["test"]["label"])),
-        "test_rec_ll": float(features["test"]["rec_ll"].mean()),
-        "test_part_log_prob": float(features["test"]["part_log_prob"].mean()),
+        f"num_{split}_images": int(len(features[split]["label"])),
+        f"{split}_rec_ll": float(features[split]["rec_ll"].mean()),
+        f"{split}_part_log_prob": float(features[split]["part_log_prob"].mean()),
     }
     fit = features["train"]
     for kind in ("prior", "posterior"):
@@ -82,11 +119,13 @@ def evaluate_run(
             metrics[f"{split_name}_{kind}_probe_accuracy"] = float(
                 np.mean(values[f"{kind}_probe"] == values["label"])
             )
-    if plot:
-        first = next(iter(data.eval_batches(config, data.prefix(test, 8), 8)))
+    if plot and split == "test":
+        first = next(iter(data.eval_batches(config, data.prefix(held_out, 8), 8)))
         metrics["figures"] = _plot(scae, first, features["test"], run_dir, config.seed)
-    experiment.write_json(os.path.join(run_dir, "metrics.json"), metrics)
-    summaries.write_test_metrics(run_dir, metrics, restored.step)
+    name = metrics["metrics_file"] = metrics_file(split, presence_noise)
+    experiment.write_json(os.path.join(run_dir, name), metrics)
+    if name == "metrics.json":
+        summaries.write_test_metrics(run_dir, metrics, restored.step)
     return metrics
 
 
@@ -123,29 +162,33 @@ def _plot(scae, first: dict, test_features: dict, run_dir: str, seed: int) -> li
 
 def format_metrics(run_dir: str, metrics: dict[str, Any]) -> str:
     """A short human-readable summary of `evaluate_run`'s metrics."""
+    split = metrics.get("split", "test")
+    noise = metrics.get("presence_noise")
+    noise_text = "" if noise is None else f"; presence noise {'on' if noise else 'off'}"
     lines = [
         f"SCAE results for {run_dir} (step {metrics['step']}; k-means fitted on "
-        f"{metrics['num_train_images']} training images, {metrics['num_test_images']} test "
-        "images):"
+        f"{metrics['num_train_images']} training images, {metrics[f'num_{split}_images']} "
+        f"{split} images{noise_text}):"
     ]
     for kind in ("prior", "posterior"):
-        for name in sorted(k for k in metrics if k.startswith(f"test_{kind}_kmeans")):
-            q = name[len(f"test_{kind}_kmeans") : -len("_accuracy")]
-            affine = metrics.get(f"affine_test_{kind}_kmeans{q}_accuracy")
+        for name in sorted(k for k in metrics if k.startswith(f"{split}_{kind}_kmeans")):
+            q = name[len(f"{split}_{kind}_kmeans") : -len("_accuracy")]
+            affine = metrics.get(f"affine_{split}_{kind}_kmeans{q}_accuracy")
             lines.append(
-                f"  {kind} presences, {q} clusters: test {metrics[name]:.4f}, train "
+                f"  {kind} presences, {q} clusters: {split} {metrics[name]:.4f}, train "
                 f"{metrics[f'train_{kind}_kmeans{q}_accuracy']:.4f}"
-                + ("" if affine is None else f", affine-transformed test {affine:.4f}")
+                + ("" if affine is None else f", affine-transformed {split} {affine:.4f}")
             )
         lines.append(
-            f"  {kind} linear probe: test {metrics[f'test_{kind}_probe_accuracy']:.4f}, train "
-            f"{metrics[f'train_{kind}_probe_accuracy']:.4f}"
+            f"  {kind} linear probe: {split} {metrics[f'{split}_{kind}_probe_accuracy']:.4f}, "
+            f"train {metrics[f'train_{kind}_probe_accuracy']:.4f}"
         )
     lines.append(
-        f"  test image log-likelihood {metrics['test_rec_ll']:.1f} nats, part log-likelihood "
-        f"{metrics['test_part_log_prob']:.2f} nats"
+        f"  {split} image log-likelihood {metrics[f'{split}_rec_ll']:.1f} nats, part "
+        f"log-likelihood {metrics[f'{split}_part_log_prob']:.2f} nats"
     )
     if metrics.get("figures"):
         lines.append(f"  figures: {', '.join(metrics['figures'])}")
-    lines.append(f"  written to {os.path.join(run_dir, 'metrics.json')}")
+    written = metrics.get("metrics_file", "metrics.json")
+    lines.append(f"  written to {os.path.join(run_dir, written)}")
     return "\n".join(lines)

@@ -60,21 +60,42 @@ def save_reconstructions(images: np.ndarray, reconstructions: np.ndarray, path: 
     plt.close(fig)
 
 
-def save_accuracy_curve(run_dir: str, path: str, target: float = 0.987) -> None:
+def save_accuracy_curve(run_dirs: str | dict[str, str], path: str, target: float = 0.987) -> None:
     """Validation k-means accuracy (prior and posterior presences) against training steps, with
-    the paper's figure as a dashed line."""
-    fig, ax = plt.subplots(figsize=(6.0, 4.0))
-    for kind in ("prior", "posterior"):
-        curve = summaries.validation_curve(run_dir, f"{kind}_kmeans_accuracy")
-        if curve:
+    the paper's figure as a dashed line and each curve's last value written beside it.
+
+    Args:
+      run_dirs: a run folder, or `label -> run folder` for several runs (one colour per run;
+        prior presences solid, posterior dotted).
+      path: the PNG to write.
+      target: the paper's accuracy (fraction).
+    """
+    runs = {"": run_dirs} if isinstance(run_dirs, str) else run_dirs
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    finals = []  # (last step, last value, colour) of every curve, labelled after the loop
+    for i, (label, run_dir) in enumerate(runs.items()):
+        for kind, style in (("prior", "-"), ("posterior", ":")):
+            curve = summaries.validation_curve(run_dir, f"{kind}_kmeans_accuracy")
+            if not curve:
+                continue
             steps, values = zip(*curve, strict=True)
-            ax.plot(steps, 100 * np.asarray(values), marker="o", label=f"{kind} presences")
+            percent = 100 * np.asarray(values)
+            name = f"{label}, {kind} presences" if label else f"{kind} presences"
+            ax.plot(steps, percent, style, marker="o", color=f"C{i}", label=name)
+            finals.append((steps[-1], percent[-1], f"C{i}"))
+    text_y = -np.inf
+    for step, value, colour in sorted(finals, key=lambda f: f[1]):
+        text_y = max(value, text_y + 4.0)  # labels at least 4 points apart
+        ax.annotate(f"{value:.1f}", (step, value), xytext=(step * 1.02, text_y), textcoords="data",
+                    fontsize=8, color=colour, ha="left", va="center")  # fmt: skip
+    if finals:
+        ax.set_xlim(right=max(f[0] for f in finals) * 1.1)
     ax.axhline(100 * target, linestyle="--", color="gray", label=f"paper {100 * target:.1f}%")
     ax.set_xlabel("training step (batch 128)")
     ax.set_ylabel("validation accuracy, 10-cluster k-means (%)")
     ax.set_ylim(0, 100)
     ax.grid(alpha=0.3)
-    ax.legend()
+    ax.legend(fontsize=8, loc="lower right")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)

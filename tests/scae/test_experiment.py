@@ -5,6 +5,7 @@ import json
 import os
 import shutil
 import tempfile
+import unittest.mock
 
 import numpy as np
 import tensorflow as tf
@@ -54,6 +55,32 @@ class SCAEEndToEndTest(tf.test.TestCase):
         self.assertEqual([s for s, _ in val], [10, 20, 30, 40])
         self.assertTrue(all(0.0 <= v <= 1.0 for _, v in val))
 
+    def test_accuracy_curve_of_several_runs(self):
+        """One PNG with every run's validation curves: a curve per run and kind in the legend."""
+        import matplotlib.pyplot as plt
+
+        from scae import plots
+
+        path = os.path.join(self.results, "two_runs.png")
+        drawn = []
+        original = plt.Axes.plot
+
+        def recording_plot(ax, *args, **kwargs):
+            drawn.append((kwargs.get("label"), list(args[1])))
+            return original(ax, *args, **kwargs)
+
+        with unittest.mock.patch.object(plt.Axes, "plot", recording_plot):
+            plots.save_accuracy_curve({"seed 0": self.run_dir, "seed 1": self.run_dir}, path)
+        self.assertGreater(os.path.getsize(path), 1000)
+        val = events.scalars(
+            events.load(os.path.join(self.run_dir, "validation")), "posterior_kmeans_accuracy"
+        )
+        self.assertEqual(
+            [label for label, _ in drawn],
+            [f"seed {i}, {k} presences" for i in (0, 1) for k in ("prior", "posterior")],
+        )
+        self.assertAllClose(drawn[1][1], [100 * v for _, v in val])
+
     def test_evaluate_writes_metrics(self):
         proc = binaries.run("scae.evaluate", f"--run_dir={self.run_dir}")
         self.assertIn("prior presences, 10 clusters", proc.stdout)
@@ -71,6 +98,32 @@ class SCAEEndToEndTest(tf.test.TestCase):
             self.assertGreater(os.path.getsize(os.path.join(self.run_dir, png)), 1000)
         restored = experiment.load_from_checkpoint(self.run_dir)
         self.assertEqual(restored.step, 40)
+
+    def test_evaluate_on_validation_with_presence_noise_overridden(self):
+        """--split=validation scores the validation images into their own file (metrics.json,
+        the test figures, is neither written nor changed); --presence_noise changes the
+        features."""
+        test_file = os.path.join(self.run_dir, "metrics.json")
+        before = open(test_file).read() if os.path.exists(test_file) else None
+        results = {}
+        for noise in ("on", "off"):
+            proc = binaries.run(
+                "scae.evaluate", f"--run_dir={self.run_dir}", "--split=validation",
+                f"--presence_noise={noise}", "--noplot",
+            )  # fmt: skip
+            self.assertIn("validation images; presence noise " + noise, proc.stdout)
+            path = os.path.join(self.run_dir, f"metrics_validation_noise_{noise}.json")
+            with open(path) as f:
+                results[noise] = json.load(f)
+        for noise, m in results.items():
+            self.assertEqual((m["split"], m["presence_noise"]), ("validation", noise == "on"))
+            self.assertEqual((m["num_train_images"], m["num_validation_images"]), (300, 200))
+            for kind in ("prior", "posterior"):
+                for split in ("train", "validation", "affine_validation"):
+                    self.assertIn(f"{split}_{kind}_kmeans10_accuracy", m)
+            self.assertNotIn("test_prior_kmeans10_accuracy", m)
+        self.assertNotEqual(results["on"]["validation_rec_ll"], results["off"]["validation_rec_ll"])
+        self.assertEqual(open(test_file).read() if os.path.exists(test_file) else None, before)
 
 
 class LossTest(tf.test.TestCase, parameterized.TestCase):
