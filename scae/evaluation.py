@@ -1,10 +1,10 @@
 """Evaluation of a SCAE run (Kosiorek et al. 2019, sec. 4.1): unsupervised accuracy (LIN-MATCH)
-of k-means on object presences and the linear probes (LIN-PRED), on train and test (or
-validation, for choices), and the
-viewpoint robustness of the same clusters: the test digits under random affine transforms in
-affNIST's ranges (`scae.data.affine_transform`: rotation within +-20 degrees, shear within +-0.2,
-scales 0.8-1.2, random placement), clustered with the k-means fitted on the untransformed
-training images (`affine_test_*` metrics; the SCAE blog post reports 92.2%).
+of k-means on object presences and the linear probes (LIN-PRED), on train and test (or, for
+choices, validation), and the viewpoint robustness of the same clusters: the held-out digits
+under random affine transforms in affNIST's ranges (`scae.data.affine_transform`: rotation within
++-20 degrees, shear within +-0.2, scales 0.8-1.2, random placement), clustered with the k-means
+fitted on the untransformed training images (`affine_test_*` metrics; the SCAE blog post reports
+92.2%).
 
 For prior presences (`u_k = max_m a_k a_{k,m}`) and posterior masses (`v_k`), k-means with each
 `eval.clusters` count is fitted on the training images' features (`eval.num_train_images`, 0:
