@@ -103,8 +103,8 @@ def _matmul_floor(config, batch: int, dtype: tf.DType):
     m = config.model
     read = 2 * (m.read_size**2 if m.attention else 28 * 28)
     inner = [read + 2 * m.lstm_size, m.latent_size + m.lstm_size]  # K: [input, hidden] per LSTM
-    rng = [tf.random.stateless_normal([batch, k], [2, k]) for k in inner]
-    args = [tf.cast(a, dtype) for a in rng] + [
+    inputs = [tf.random.stateless_normal([batch, k], [2, k]) for k in inner]
+    args = [tf.cast(a, dtype) for a in inputs] + [
         tf.cast(tf.random.stateless_normal([k, 4 * m.lstm_size], [3, k]), dtype) for k in inner
     ]
     grad = tf.cast(tf.random.stateless_normal([batch, 4 * m.lstm_size], [4, 0]), dtype)

@@ -104,7 +104,14 @@ class SCAEEndToEndTest(tf.test.TestCase):
         the test figures, is neither written nor changed); --presence_noise changes the
         features."""
         test_file = os.path.join(self.run_dir, "metrics.json")
-        before = open(test_file).read() if os.path.exists(test_file) else None
+
+        def test_metrics():
+            if not os.path.exists(test_file):
+                return None
+            with open(test_file) as f:
+                return f.read()
+
+        before = test_metrics()
         results = {}
         for noise in ("on", "off"):
             proc = binaries.run(
@@ -123,7 +130,7 @@ class SCAEEndToEndTest(tf.test.TestCase):
                     self.assertIn(f"{split}_{kind}_kmeans10_accuracy", m)
             self.assertNotIn("test_prior_kmeans10_accuracy", m)
         self.assertNotEqual(results["on"]["validation_rec_ll"], results["off"]["validation_rec_ll"])
-        self.assertEqual(open(test_file).read() if os.path.exists(test_file) else None, before)
+        self.assertEqual(test_metrics(), before)
 
 
 class LossTest(tf.test.TestCase, parameterized.TestCase):
