@@ -16,7 +16,8 @@ flags.DEFINE_bool(
     "plot",
     True,
     "Also write templates.png, reconstructions.png, accuracy_curve.png, presences.png (object "
-    "presences of 8 test images) and tsne.png (t-SNE of the test posterior presences).",
+    "presences of 8 test images), tsne.png (t-SNE of the test posterior presences) and "
+    "object_reconstructions.png (what each object capsule draws for 4 test images).",
 )
 flags.DEFINE_enum(
     "split",
