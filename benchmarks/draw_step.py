@@ -18,6 +18,7 @@ while it runs its LSTMs through TensorFlow's matmul.
   python benchmarks/draw_step.py                               # paper sizes, batch 100
   python benchmarks/draw_step.py --variant=cpu
   python benchmarks/draw_step.py --modes=function --precision=mixed_bfloat16
+  python benchmarks/draw_step.py --modes=function --inter_op_threads=0 --intra_op_threads=0
   python benchmarks/draw_step.py --variant=smoke --batch_size=8 --steps=2 --repeats=1
 """
 
@@ -28,7 +29,7 @@ import tensorflow as tf
 import tf_keras
 from absl import app, flags
 
-from common import attention, precision
+from common import attention, precision, training
 from draw import experiment as draw_experiment
 from draw.configs import mnist as mnist_configs
 
@@ -50,6 +51,18 @@ _PRECISION = flags.DEFINE_enum(
     list(precision.POLICIES),
     "Mixed-precision policy of the LSTMs and linear heads (common/precision.py); the attention "
     "share is timed in float32 (the filterbanks stay float32 under every policy).",
+)
+_INTER = flags.DEFINE_integer(
+    "inter_op_threads",
+    None,
+    "TensorFlow ops run at once (common.training.setup_threads; 0: TensorFlow's default); "
+    "default the variant's config.inter_op_threads.",
+)
+_INTRA = flags.DEFINE_integer(
+    "intra_op_threads",
+    None,
+    "Threads each op splits its work over (0: TensorFlow's default); default the variant's "
+    "config.intra_op_threads.",
 )
 _BATCH = flags.DEFINE_integer("batch_size", 100, "Batch size B.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps per repeat.")
@@ -136,6 +149,12 @@ def main(argv):
         raise app.UsageError("--batch_size must be >= 1.")
     _timing.check_flags(_STEPS.value, _REPEATS.value, _WARMUP.value)
     config = mnist_configs.get_config(_VARIANT.value)
+    for field, flag in (("inter_op_threads", _INTER), ("intra_op_threads", _INTRA)):
+        if flag.value is not None:
+            if flag.value < 0:
+                raise app.UsageError(f"--{field} must be >= 0.")
+            config[field] = flag.value
+    training.setup_threads(config.inter_op_threads, config.intra_op_threads)  # before any op
     if _UNROLL.value is not None:
         config.model.unroll = _UNROLL.value
     b = _BATCH.value
@@ -146,7 +165,8 @@ def main(argv):
         f"DRAW `{_VARIANT.value}` sizes: T = {m.num_steps}, LSTM {m.lstm_size}, z {m.latent_size}, "
         f"attention {m.attention} (read {m.read_size}x{m.read_size}, write "
         f"{m.write_size}x{m.write_size}), {'unrolled' if m.unroll else 'tf.scan'}; B = {b}; "
-        f"precision {_PRECISION.value}; "
+        f"precision {_PRECISION.value}; threads inter-op {config.inter_op_threads or 'default'}, "
+        f"intra-op {config.intra_op_threads or 'default'}; "
         "step = negative ELBO + grads + Adam; "
         f"steps/s = median of {_REPEATS.value} x {_STEPS.value} steps."
     )

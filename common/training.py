@@ -123,7 +123,9 @@ def experiment_config(
       A ConfigDict with `experiment`, `variant`, `seed`, `strategy` (default | mirrored |
       multi_worker | tpu), `num_cpu_devices` (>1 splits the CPU into logical devices, for
       testing `mirrored`), `deterministic` (`tf.config.experimental.enable_op_determinism()`)
-      and `precision` (float32 | mixed_bfloat16 | mixed_float16, `common.precision`).
+      `precision` (float32 | mixed_bfloat16 | mixed_float16, `common.precision`), and
+      `inter_op_threads` / `intra_op_threads` (TensorFlow's thread pools, `setup_threads`; 0
+      leaves TensorFlow's default).
 
     Raises:
       ValueError: `variant` not in `variants`.
@@ -139,6 +141,8 @@ def experiment_config(
             num_cpu_devices=0,
             deterministic=True,
             precision="float32",
+            inter_op_threads=0,
+            intra_op_threads=0,
         )
     )
 
@@ -149,6 +153,8 @@ def experiment_config(
 COMMON_RANGES = {
     "seed": ">= 0",
     "num_cpu_devices": ">= 0",
+    "inter_op_threads": ">= 0",
+    "intra_op_threads": ">= 0",
     "batch_size": ">= 1",
     "optimizer.learning_rate": "> 0",
     "eval.batch_size": ">= 1",
@@ -234,6 +240,30 @@ def setup_devices(num_cpu_devices: int) -> None:
         raise RuntimeError(
             "config.num_cpu_devices must be set before TensorFlow runs any op; "
             "run it in a fresh process."
+        ) from e
+
+
+def setup_threads(inter_op: int, intra_op: int) -> None:
+    """Sizes TensorFlow's thread pools: `inter_op` ops run at once, each op splits its work
+    over `intra_op` threads (0 leaves TensorFlow's default, one thread per core for each).
+
+    A long chain of small ops (an RNN's steps) can run faster with `inter_op` = cores and
+    `intra_op` = 1: independent ops of a step (e.g. a matmul's two backward products) run side
+    by side instead of each splitting a small matmul over every core
+    (`benchmarks/draw_step.py --inter_op_threads --intra_op_threads` measures it).
+
+    Raises:
+      RuntimeError: TensorFlow has already run an op in this process.
+    """
+    try:
+        if inter_op:
+            tf.config.threading.set_inter_op_parallelism_threads(inter_op)
+        if intra_op:
+            tf.config.threading.set_intra_op_parallelism_threads(intra_op)
+    except RuntimeError as e:
+        raise RuntimeError(
+            "config.inter_op_threads / intra_op_threads must be set before TensorFlow runs any "
+            "op; run it in a fresh process."
         ) from e
 
 
@@ -428,6 +458,7 @@ def train(
 
 def _train(config, run_dir, build_task, resume_from, after_validation) -> TrainResult:
     setup_devices(config.get("num_cpu_devices", 0))
+    setup_threads(config.get("inter_op_threads", 0), config.get("intra_op_threads", 0))
     if config.get("deterministic", True):
         tf.config.experimental.enable_op_determinism()
     tf.random.set_seed(config.seed)  # initializers; the steps use stateless seeds

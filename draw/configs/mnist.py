@@ -12,7 +12,8 @@ Variants:
   no_attention:  `paper` without attention (sec. 3.1), the paper's baseline (Table 2).
   cpu:           trains within 60 minutes on 2 CPU cores: T = 16, a 5x5 read (2x2 starts on
                  the empty corner pixels), the Python-unrolled loop under tf.function, 11,000
-                 steps with a cosine learning-rate decay (README: results and deviations).
+                 steps with a cosine learning-rate decay, TensorFlow's thread pools sized for 2
+                 cores (README: results, deviations and speed).
   smoke:         tiny, for tests (seconds).
 
 `paper` on its own collapses to the mean image in the first few hundred steps (L^z -> 0);
@@ -91,6 +92,10 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
         c.model.num_steps = 16  # 0.14 s per step on 2 cores instead of 0.49 s at T = 64
         c.model.read_size = 5  # a 2x2 read starts on the (empty) corner pixels; 5x5 spans the image
         c.model.unroll = True  # faster than tf.scan under tf.function at T = 16
+        # Two ops at a time, one thread each: 0.113 s per step against 0.138 s with TensorFlow's
+        # default pools on 2 cores (benchmarks/draw_step.py); on more cores measure, or set 0.
+        c.inter_op_threads = 2
+        c.intra_op_threads = 1
         c.loop.num_steps = 11_000
         c.loop.log_every = 200
         c.loop.summary_every = 200

@@ -3,6 +3,8 @@ guard and signal handling. The VAE end-to-end tests live in tests/vae."""
 
 import os
 import signal
+import subprocess
+import sys
 
 import ml_collections
 import numpy as np
@@ -11,6 +13,7 @@ import tensorflow as tf
 import tf_keras
 
 from common import experiment, training
+from tests import binaries
 
 BATCH = 8
 
@@ -317,3 +320,28 @@ class RunFolderTest(tf.test.TestCase):
 
 if __name__ == "__main__":
     tf.test.main()
+
+
+class SetupThreadsTest(tf.test.TestCase):
+    def test_sizes_the_pools_of_a_fresh_process(self):
+        code = (
+            "from common import training\n"
+            "training.setup_threads(2, 1)\n"
+            "import tensorflow as tf\n"
+            "tf.constant(1.0) + 1.0  # the runtime starts with these pools\n"
+            "t = tf.config.threading\n"
+            "print(t.get_inter_op_parallelism_threads(), t.get_intra_op_parallelism_threads())\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], cwd=binaries.ROOT, env=binaries.env(),
+            capture_output=True, text=True, check=True, timeout=120,
+        )  # fmt: skip
+        self.assertEqual(out.stdout.split()[-2:], ["2", "1"])
+
+    def test_zero_leaves_the_defaults_and_a_change_after_the_first_op_is_an_error(self):
+        tf.constant(1.0) + 1.0
+        before = tf.config.threading.get_inter_op_parallelism_threads()
+        training.setup_threads(0, 0)
+        self.assertEqual(tf.config.threading.get_inter_op_parallelism_threads(), before)
+        with self.assertRaisesRegex(RuntimeError, "before TensorFlow runs any op"):
+            training.setup_threads(before + 7, 0)

@@ -30,6 +30,8 @@ class DRAWEndToEndTest(tf.test.TestCase):
             "--config.loop.checkpoint_every=100",
             "--config.loop.image_every=100",
             "--config.optimizer.learning_rate=0.01",
+            "--config.inter_op_threads=2",  # the thread pools of the `cpu` config
+            "--config.intra_op_threads=1",
             f"--results_dir={cls.results}",
             "--run_name=smoke",
         )
