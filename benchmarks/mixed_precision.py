@@ -53,6 +53,9 @@ def _config(package: str, policy: str, steps: int, summary_every: int):
     module, variant, *_ = CELLS[package]
     config = importlib.import_module(module).get_config(variant)
     config.precision = policy
+    # Every package trains in this one process, whose thread pools can be sized only before its
+    # first op: all of them run on TensorFlow's default pools.
+    config.inter_op_threads = config.intra_op_threads = 0
     loop = config.loop
     loop.num_steps = steps
     loop.summary_every = loop.log_every = summary_every

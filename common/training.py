@@ -265,6 +265,11 @@ def setup_threads(inter_op: int, intra_op: int) -> None:
             "config.inter_op_threads / intra_op_threads must be set before TensorFlow runs any "
             "op; run it in a fresh process."
         ) from e
+    if inter_op or intra_op:
+        logging.info(
+            "TensorFlow thread pools: %s inter-op, %s intra-op.",
+            inter_op or "default", intra_op or "default",
+        )  # fmt: skip
 
 
 def _inner(optimizer: tf_keras.optimizers.Optimizer) -> tf_keras.optimizers.Optimizer:

@@ -255,6 +255,16 @@ def importance_sampled_bounds(
     }
 
 
+def _use_run_threads(run_dir: str) -> None:
+    """Sizes TensorFlow's thread pools as the run's config says (`common.training.setup_threads`)
+    when this process has not run an op yet; otherwise keeps the pools it has."""
+    config = experiment.load_config(run_dir)
+    try:
+        training.setup_threads(config.get("inter_op_threads", 0), config.get("intra_op_threads", 0))
+    except RuntimeError:
+        logging.info("TensorFlow is already running: evaluating on its current thread pools.")
+
+
 def evaluate_run(
     run_dir: str,
     checkpoint_path: str | None = None,
@@ -268,6 +278,7 @@ def evaluate_run(
       common.experiment.RunError: bad run folder or checkpoint.
       common.data.mnist.DataError: missing data.
     """
+    _use_run_threads(run_dir)
     restored = experiment.load_from_checkpoint(run_dir, checkpoint_path)
     config, model = restored.config, restored.model
     binarized = load_data(config)

@@ -22,7 +22,7 @@ class DRAWEndToEndTest(tf.test.TestCase):
     def setUpClass(cls):
         super().setUpClass()
         cls.results = tempfile.mkdtemp(prefix="draw_e2e_")
-        binaries.run(
+        cls.train_log = binaries.run(
             "draw.train",
             "--config=draw/configs/mnist.py:smoke",
             "--config.loop.num_steps=200",
@@ -30,11 +30,11 @@ class DRAWEndToEndTest(tf.test.TestCase):
             "--config.loop.checkpoint_every=100",
             "--config.loop.image_every=100",
             "--config.optimizer.learning_rate=0.01",
-            "--config.inter_op_threads=2",  # the thread pools of the `cpu` config
+            "--config.inter_op_threads=2",  # the thread pools of the other variants
             "--config.intra_op_threads=1",
             f"--results_dir={cls.results}",
             "--run_name=smoke",
-        )
+        ).stderr
         cls.run_dir = os.path.join(cls.results, "smoke", "1")
 
     @classmethod
@@ -58,6 +58,9 @@ class DRAWEndToEndTest(tf.test.TestCase):
     def test_evaluate_writes_the_bound_and_its_terms(self):
         proc = binaries.run("draw.evaluate", f"--run_dir={self.run_dir}", "--num_samples=6")
         self.assertIn("negative ELBO", proc.stdout)
+        # Training and evaluation both ran on the run's thread pools (config overrides above).
+        for log in (self.train_log, proc.stderr):
+            self.assertIn("TensorFlow thread pools: 2 inter-op, 1 intra-op.", log)
         with open(os.path.join(self.run_dir, "metrics.json")) as f:
             m = json.load(f)
         self.assertEqual((m["step"], m["num_images"], m["num_samples"]), (200, 200, 6))
