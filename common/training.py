@@ -122,7 +122,7 @@ def experiment_config(
     Returns:
       A ConfigDict with `experiment`, `variant`, `seed`, `strategy` (default | mirrored |
       multi_worker | tpu), `num_cpu_devices` (>1 splits the CPU into logical devices, for
-      testing `mirrored`), `deterministic` (`tf.config.experimental.enable_op_determinism()`)
+      testing `mirrored`), `deterministic` (`tf.config.experimental.enable_op_determinism()`),
       `precision` (float32 | mixed_bfloat16 | mixed_float16, `common.precision`), and
       `inter_op_threads` / `intra_op_threads` (TensorFlow's thread pools, `setup_threads`; 0
       leaves TensorFlow's default).
