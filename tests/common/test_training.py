@@ -318,10 +318,6 @@ class RunFolderTest(tf.test.TestCase):
             experiment.load_config(run_dir)
 
 
-if __name__ == "__main__":
-    tf.test.main()
-
-
 class SetupThreadsTest(tf.test.TestCase):
     def test_sizes_the_pools_of_a_fresh_process(self):
         code = (
@@ -345,3 +341,7 @@ class SetupThreadsTest(tf.test.TestCase):
         self.assertEqual(tf.config.threading.get_inter_op_parallelism_threads(), before)
         with self.assertRaisesRegex(RuntimeError, "before TensorFlow runs any op"):
             training.setup_threads(before + 7, 0)
+
+
+if __name__ == "__main__":
+    tf.test.main()
