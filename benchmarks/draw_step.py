@@ -57,12 +57,14 @@ _INTER = flags.DEFINE_integer(
     None,
     "TensorFlow ops run at once (common.training.setup_threads; 0: TensorFlow's default); "
     "default the variant's config.inter_op_threads.",
+    lower_bound=0,
 )
 _INTRA = flags.DEFINE_integer(
     "intra_op_threads",
     None,
     "Threads each op splits its work over (0: TensorFlow's default); default the variant's "
     "config.intra_op_threads.",
+    lower_bound=0,
 )
 _BATCH = flags.DEFINE_integer("batch_size", 100, "Batch size B.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps per repeat.")
@@ -151,8 +153,6 @@ def main(argv):
     config = mnist_configs.get_config(_VARIANT.value)
     for field, flag in (("inter_op_threads", _INTER), ("intra_op_threads", _INTRA)):
         if flag.value is not None:
-            if flag.value < 0:
-                raise app.UsageError(f"--{field} must be >= 0.")
             config[field] = flag.value
     training.setup_threads(config.inter_op_threads, config.intra_op_threads)  # before any op
     if _UNROLL.value is not None:
