@@ -10,6 +10,12 @@ The attention share: the same T reads and writes (filterbank construction, read 
 write of the patch), forward and backward, timed alone in the same mode on random window
 parameters, divided by the step time.
 
+The baseline (`--keras_baseline`, float32 only): the same model written as a plain Keras port
+(`benchmarks/_keras_draw.py`: `tf_keras.layers.LSTMCell`, `Dense`, a Python loop over the T steps),
+its step timed in the same mode, on the same thread pools and batch, in the same run; a test
+checks that it gives the same negative ELBO and gradients as `draw.DRAW` for the same weights.
+"x Keras" is its step time over ours.
+
 The matmul floor: only the two LSTMs' matmuls of a step (for each of the T steps the forward
 `[B, K] x [K, 4 L]` product of each LSTM and the two products of its backward pass), as
 `tf.function` in the policy's compute dtype: no step of that size can be faster on these cores
@@ -17,14 +23,15 @@ while it runs its LSTMs through TensorFlow's matmul.
 
   python benchmarks/draw_step.py                               # paper sizes, batch 100
   python benchmarks/draw_step.py --variant=cpu
-  python benchmarks/draw_step.py --modes=function --precision=mixed_bfloat16
+  python benchmarks/draw_step.py --modes=function --precision=mixed_bfloat16  # no baseline
   python benchmarks/draw_step.py --modes=function --inter_op_threads=0 --intra_op_threads=0
   python benchmarks/draw_step.py --variant=smoke --batch_size=8 --steps=2 --repeats=1
 """
 
 from __future__ import annotations
 
-import _timing  # benchmarks/, the script's folder
+import _keras_draw  # benchmarks/, the script's folder
+import _timing
 import tensorflow as tf
 import tf_keras
 from absl import app, flags
@@ -66,6 +73,12 @@ _INTRA = flags.DEFINE_integer(
     "config.intra_op_threads.",
     lower_bound=0,
 )
+_BASELINE = flags.DEFINE_bool(
+    "keras_baseline",
+    True,
+    "Also time the plain Keras DRAW (benchmarks/_keras_draw.py) in each mode, float32 only. Its "
+    "loop is Python, so under XLA it compiles an unrolled graph (over 10 minutes at T = 64).",
+)
 _BATCH = flags.DEFINE_integer("batch_size", 100, "Batch size B.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps per repeat.")
 _WARMUP = flags.DEFINE_integer("warmup", 2, "Untimed steps before timing.")
@@ -90,6 +103,24 @@ def _train_step(model, mode):
     return _compile(step, mode)
 
 
+def _keras_train_step(config, mode):
+    m = config.model
+    model = _keras_draw.KerasDRAW(
+        m.num_steps, m.lstm_size, m.latent_size, m.attention, m.read_size, m.write_size
+    )
+    optimizer = tf_keras.optimizers.Adam(1e-3)
+
+    def step(x, seed):
+        eps = tf.random.stateless_normal([m.num_steps, tf.shape(x)[0], m.latent_size], seed)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(model(x, eps))
+        grads = tape.gradient(loss, model.trainable_variables)
+        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+        return loss
+
+    return _compile(step, mode)
+
+
 def _attention_only(model, batch, mode):
     """T reads of `[x, x_hat]` and T writes, forward and backward, on random windows."""
     t, n_r, n_w = model.num_steps, model.read_size, model.write_size
@@ -103,7 +134,7 @@ def _attention_only(model, batch, mode):
             total = 0.0
             for i in range(t):
                 window = attention.filterbank_params(raw_r[i], n_r, model.image_shape)
-                glimpse = attention.filterbank_read(tf.stack([x, x], -1), window, n_r)
+                glimpse = attention.filterbank_read([x, x], window, n_r)
                 window = attention.filterbank_params(raw_w[i], n_w, model.image_shape)
                 canvas = attention.filterbank_write(patch[i], window, model.image_shape)
                 total += tf.reduce_sum(glimpse) + tf.reduce_sum(canvas)
@@ -170,7 +201,11 @@ def main(argv):
         "step = negative ELBO + grads + Adam; "
         f"steps/s = median of {_REPEATS.value} x {_STEPS.value} steps."
     )
-    print(f"{'mode':<9} {'steps/s':>8} {'s/step':>8} {'attention share':>16}")
+    baseline = _BASELINE.value and _PRECISION.value == "float32"
+    print(
+        f"{'mode':<9} {'steps/s':>8} {'s/step':>8} {'attention share':>16} "
+        f"{'Keras s/step':>13} {'x Keras':>8}"
+    )
     for mode in [md for md in MODES if md in _MODES.value]:
         model = draw_experiment.build_model(config)
         step = _train_step(model, mode)
@@ -187,7 +222,18 @@ def main(argv):
                 _WARMUP.value, _STEPS.value, _REPEATS.value, f"attention {mode}",
             )  # fmt: skip
             share = f"{100 * rate / att_rate:.1f}%"
-        print(f"{mode:<9} {rate:8.2f} {1 / rate:8.3f} {share:>16}", flush=True)
+        keras_time = speedup = "-"
+        if baseline:
+            keras_step = _keras_train_step(config, mode)
+            keras_rate = _timing.median_steps_per_second(
+                lambda i, step=keras_step: step(x, tf.constant([0, i])),
+                _WARMUP.value, _STEPS.value, _REPEATS.value, f"keras {mode}",
+            )  # fmt: skip
+            keras_time, speedup = f"{1 / keras_rate:.3f}", f"{rate / keras_rate:.2f}"
+        print(
+            f"{mode:<9} {rate:8.2f} {1 / rate:8.3f} {share:>16} {keras_time:>13} {speedup:>8}",
+            flush=True,
+        )
     dtype = precision.compute_dtype(_PRECISION.value)
     seconds, gflop = _matmul_floor(config, b, dtype)
     print(

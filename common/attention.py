@@ -444,32 +444,61 @@ def _as_channels(x: tf.Tensor, name: str) -> tuple[tf.Tensor, bool]:
     return x, False
 
 
-def filterbank_read(images: tf.Tensor, params: FilterbankParams, glimpse_size: int) -> tf.Tensor:
+def filterbank_read(
+    images: tf.Tensor | Sequence[tf.Tensor], params: FilterbankParams, glimpse_size: int
+) -> tf.Tensor:
     """DRAW's read (eq. 27): `gamma F_Y x F_X^T` for every channel.
 
     Args:
-      images: `[batch, B, A]` or `[batch, B, A, C]`.
+      images: `[batch, B, A]` or `[batch, B, A, C]`; or a list of C `[batch, B, A]` images
+        read through the same window (DRAW's `[x, x_hat]`), which spares stacking them.
       params: the window (`filterbank_params`).
       glimpse_size: N.
 
     Returns:
-      `[batch, N, N]` or `[batch, N, N, C]` (like `images`): row j, column i is filter
-      `(F_Y^j, F_X^i)` applied to the image, times gamma.
+      `[batch, N, N]` or `[batch, N, N, C]` (like `images`; `[batch, N, N, C]` for a list):
+      row j, column i is filter `(F_Y^j, F_X^i)` applied to the image, times gamma.
 
     Raises:
-      ValueError: `images` of another rank.
+      ValueError: `images` of another rank, or a list of images of different shapes.
     """
+    if isinstance(images, (list, tuple)):
+        images = [tf.convert_to_tensor(im) for im in images]
+        shapes = {tuple(im.shape[1:]) for im in images}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise ValueError(f"a list of images must share one [batch, H, W] shape, got {shapes}.")
+        fx, fy = gaussian_filterbank(
+            params.center_x, params.center_y, params.delta, params.sigma2, glimpse_size,
+            images[0].shape[1:],
+        )  # fmt: skip
+        gamma = params.gamma[:, None, None]
+        patches = [
+            tf.matmul(tf.matmul(tf.cast(fy, im.dtype), im), tf.cast(fx, im.dtype), transpose_b=True)
+            * tf.cast(gamma, im.dtype)
+            for im in images
+        ]
+        return tf.stack(patches, axis=-1)
     x, squeeze = _as_channels(images, "images")
+    height, width, channels = x.shape[1:]
+    n = glimpse_size
     fx, fy = gaussian_filterbank(
-        params.center_x, params.center_y, params.delta, params.sigma2, glimpse_size, x.shape[1:3]
+        params.center_x, params.center_y, params.delta, params.sigma2, n, (height, width)
     )
-    fx, fy = tf.cast(fx, x.dtype)[:, None], tf.cast(fy, x.dtype)[:, None]  # [batch, 1, N, .]
-    # Two batched matmuls per channel, F_Y x then (F_Y x) F_X^T; a three-operand einsum lets TF
-    # pick a far slower contraction order.
-    channels_first = tf.transpose(x, [0, 3, 1, 2])  # [batch, C, B, A]
-    patch = tf.matmul(tf.matmul(fy, channels_first), fx, transpose_b=True)  # [batch, C, N, N]
-    patch = tf.transpose(patch, [0, 2, 3, 1]) * tf.cast(params.gamma, x.dtype)[:, None, None, None]
-    return patch[..., 0] if squeeze else patch
+    fx, fy = tf.cast(fx, x.dtype), tf.cast(fy, x.dtype)
+    batch = tf.shape(x)[0]
+    # Two plain batched matmuls for all channels at once, F_Y x then (F_Y x) F_X^T: the image
+    # is never transposed (only the N-row intermediate, when C > 1) and no matmul broadcasts;
+    # a three-operand einsum, or a channels-first transpose of the image, is far slower.
+    rows = tf.matmul(fy, tf.reshape(x, [batch, height, width * channels]))  # [batch, N, A C]
+    rows = tf.reshape(rows, [batch, n, width, channels])
+    if channels > 1:
+        rows = tf.transpose(rows, [0, 1, 3, 2])  # [batch, N, C, A]
+    patch = tf.matmul(tf.reshape(rows, [batch, n * channels, width]), fx, transpose_b=True)
+    patch = tf.reshape(patch, [batch, n, channels, n])  # [batch, N (y), C, N (x)]
+    if squeeze:
+        return patch[:, :, 0] * tf.cast(params.gamma, x.dtype)[:, None, None]
+    patch = tf.transpose(patch, [0, 1, 3, 2])
+    return patch * tf.cast(params.gamma, x.dtype)[:, None, None, None]
 
 
 def filterbank_write(
@@ -491,16 +520,25 @@ def filterbank_write(
     w, squeeze = _as_channels(patches, "patches")
     if w.shape[1] != w.shape[2]:
         raise ValueError(f"patches must be square N x N, got {w.shape}.")
+    n, channels = w.shape[1], w.shape[3]
+    height, width = _check_shape(image_shape, "image_shape")
     fx, fy = gaussian_filterbank(
-        params.center_x, params.center_y, params.delta, params.sigma2, w.shape[1], image_shape
+        params.center_x, params.center_y, params.delta, params.sigma2, n, image_shape
     )
-    fx, fy = tf.cast(fx, w.dtype)[:, None], tf.cast(fy, w.dtype)[:, None]  # [batch, 1, N, .]
-    channels_first = tf.transpose(w, [0, 3, 1, 2])  # [batch, C, N, N]
-    canvas = tf.matmul(tf.matmul(fy, channels_first, transpose_a=True), fx)  # [batch, C, B, A]
-    canvas = (
-        tf.transpose(canvas, [0, 2, 3, 1]) / tf.cast(params.gamma, w.dtype)[:, None, None, None]
-    )
-    return canvas[..., 0] if squeeze else canvas
+    fx, fy = tf.cast(fx, w.dtype), tf.cast(fy, w.dtype)
+    batch = tf.shape(w)[0]
+    # w F_X for all channels in one plain batched matmul, then F_Y^T (w F_X): only the patch is
+    # transposed, and the canvas only when C > 1 (read above).
+    if channels > 1:
+        w = tf.transpose(w, [0, 1, 3, 2])  # [batch, N (y), C, N (x)]
+    cols = tf.matmul(tf.reshape(w, [batch, n * channels, n]), fx)  # [batch, N C, A]
+    cols = tf.reshape(cols, [batch, n, channels * width])
+    canvas = tf.matmul(fy, cols, transpose_a=True)  # [batch, B, C A]
+    gamma = tf.cast(params.gamma, w.dtype)
+    if squeeze:
+        return tf.reshape(canvas, [batch, height, width]) / gamma[:, None, None]
+    canvas = tf.transpose(tf.reshape(canvas, [batch, height, channels, width]), [0, 1, 3, 2])
+    return canvas / gamma[:, None, None, None]
 
 
 def filterbank_window(params: FilterbankParams, glimpse_size: int) -> tf.Tensor:

@@ -187,7 +187,7 @@ class DRAW(snt.Module):
             return r, tf.zeros([batch, 5])
         raw = self._net(self.read_head, h_dec)
         window = attention.filterbank_params(raw, self.read_size, self.image_shape)
-        glimpse = attention.filterbank_read(tf.stack([x, x_hat], -1), window, self.read_size)
+        glimpse = attention.filterbank_read([x, x_hat], window, self.read_size)
         return tf.reshape(glimpse, [batch, 2 * self.read_size**2]), raw
 
     def _write(self, h_dec):

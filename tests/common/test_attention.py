@@ -323,10 +323,19 @@ class GaussianFilterbankTest(tf.test.TestCase, parameterized.TestCase):
             for c in range(3):
                 want = np.exp(raw[b, 4]) * fy[b].numpy() @ x[b, :, :, c] @ fx[b].numpy().T
                 self.assertAllClose(patch[b, :, :, c], want, atol=1e-5)
+        # A list of single-channel images through one window: the same glimpses, stacked.
+        listed = attention.filterbank_read([x[..., c] for c in range(3)], window, 4)
+        self.assertAllClose(listed, patch, atol=1e-6)
         written = attention.filterbank_write(patch, window, (12, 10))
         self.assertEqual(written.shape, (2, 12, 10, 3))
-        want = fy[0].numpy().T @ patch[0, :, :, 1].numpy() @ fx[0].numpy() / np.exp(raw[0, 4])
-        self.assertAllClose(written[0, :, :, 1], want, atol=1e-5)
+        for b in range(2):
+            for c in range(3):
+                want = fy[b].numpy().T @ patch[b, :, :, c].numpy() @ fx[b].numpy()
+                self.assertAllClose(written[b, :, :, c], want / np.exp(raw[b, 4]), atol=1e-5)
+                single = attention.filterbank_write(patch[..., c], window, (12, 10))
+                self.assertAllClose(single[b], want / np.exp(raw[b, 4]), atol=1e-5)
+        with self.assertRaisesRegex(ValueError, "share one"):
+            attention.filterbank_read([x[..., 0], x[:, :6, :, 0]], window, 4)
 
     def test_write_of_a_read_puts_the_mass_back_in_place(self):
         x = np.zeros([1, 20, 20], np.float32)
