@@ -3,10 +3,11 @@
 The model of Gregor et al. (2015), sec. 2 (eqs. 3-12) and sec. 3.2 (eqs. 19-29), written the way
 a straightforward Keras port writes it: `tf_keras.layers.LSTMCell` and `Dense` layers, a Python
 loop over the T steps (unrolled when traced), the filterbanks built from their formula and
-normalized by their sum. Same sizes, same pixel convention (1-based, `g~ = 0` at the centre) and
-same initialization as `draw.DRAW` with zero initial LSTM states and `c_0 = 0`, so the two give
-the same negative ELBO for the same weights and noise (tests/benchmarks/test_keras_draw.py); the
-only difference is the code that computes it. Not used by the package.
+normalized by their sum. Same sizes and pixel convention (1-based, `g~ = 0` at the centre) as
+`draw.DRAW`; its initial LSTM states are zeros (`draw.DRAW` learns them, starting from zeros)
+and its weights start from Keras's initializers. For the same weights and noise the two give
+the same negative ELBO and gradients (tests/benchmarks/test_keras_draw.py), so a timing of both
+compares two codes for one model. Not used by the package.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class KerasDRAW(tf_keras.Model):
     ):
         super().__init__()
         self.num_steps, self.latent_size, self.attention = num_steps, latent_size, attention
-        self.read_size, self.write_size = read_size, write_size
+        self.read_size, self.write_size, self.lstm_size = read_size, write_size, lstm_size
         self.height, self.width = image_shape
         self.encoder = tf_keras.layers.LSTMCell(lstm_size)  # unit_forget_bias: b_f starts at 1
         self.decoder = tf_keras.layers.LSTMCell(lstm_size)
@@ -46,8 +47,7 @@ class KerasDRAW(tf_keras.Model):
             self.write_window = tf_keras.layers.Dense(5)
         self.canvas_bias = self.add_weight(
             name="canvas_bias", shape=(self.height, self.width), initializer="zeros"
-        )
-        self.lstm_size = lstm_size
+        )  # c_0
 
     def filterbank(self, h, window_layer, n):
         """`F_X [B, n, W]`, `F_Y [B, n, H]` and `gamma [B, 1, 1]` from h (eqs. 19-26)."""

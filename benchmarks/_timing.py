@@ -51,3 +51,30 @@ def median_steps_per_second(
     if not np.isfinite(loss):
         raise RuntimeError(f"Non-finite loss {loss} for {what}.")
     return statistics.median(rates)
+
+
+def interleaved_medians(
+    cells: dict[str, Callable[[int], object]], warmup: int, steps: int, repeats: int
+) -> dict[str, float]:
+    """Steps/s of several cells, their timed runs alternating: cell A's run 1, B's run 1, A's
+    run 2, ... so that a drift of the machine's speed during the benchmark (other tenants, clock
+    changes) falls on every cell alike. Median over `repeats` runs of `steps` calls each, after
+    `warmup` untimed calls of every cell; `step(i)` as in `median_steps_per_second`.
+
+    Raises:
+      RuntimeError: a cell's last loss is not finite.
+    """
+    for step in cells.values():
+        for i in range(warmup):
+            float(step(i))
+    rates = {name: [] for name in cells}
+    for _ in range(repeats):
+        for name, step in cells.items():
+            start = time.perf_counter()
+            for i in range(steps):
+                loss = step(warmup + i)
+            loss = float(loss)  # Waits for the last step.
+            rates[name].append(steps / (time.perf_counter() - start))
+            if not np.isfinite(loss):
+                raise RuntimeError(f"Non-finite loss {loss} for {name}.")
+    return {name: statistics.median(r) for name, r in rates.items()}

@@ -11,10 +11,11 @@ write of the patch), forward and backward, timed alone in the same mode on rando
 parameters, divided by the step time.
 
 The baseline (`--keras_baseline`, float32 only): the same model written as a plain Keras port
-(`benchmarks/_keras_draw.py`: `tf_keras.layers.LSTMCell`, `Dense`, a Python loop over the T steps),
-its step timed in the same mode, on the same thread pools and batch, in the same run; a test
-checks that it gives the same negative ELBO and gradients as `draw.DRAW` for the same weights.
-"x Keras" is its step time over ours.
+(`benchmarks/_keras_draw.py`: `tf_keras.layers.LSTMCell`, `Dense`, a Python loop over the T
+steps), its step timed in the same mode, on the same thread pools and batch, in the same run,
+the timed runs of the two alternating (`_timing.interleaved_medians`); a test checks that it
+gives the same negative ELBO and gradients as `draw.DRAW` for the same weights. "x Keras" is its
+step time over ours.
 
 The matmul floor: only the two LSTMs' matmuls of a step (for each of the T steps the forward
 `[B, K] x [K, 4 L]` product of each LSTM and the two products of its backward pass), as
@@ -50,7 +51,8 @@ _UNROLL = flags.DEFINE_bool(
     "unroll",
     None,
     "Run the T steps as a Python loop (True) or a tf.scan (False); default the variant's "
-    "model.unroll. XLA compiles an unrolled T = 64 step for many minutes.",
+    "model.unroll in eager and function modes and a tf.scan under XLA, which compiles an "
+    "unrolled T = 64 step for over 10 minutes.",
 )
 _PRECISION = flags.DEFINE_enum(
     "precision",
@@ -76,8 +78,8 @@ _INTRA = flags.DEFINE_integer(
 _BASELINE = flags.DEFINE_bool(
     "keras_baseline",
     True,
-    "Also time the plain Keras DRAW (benchmarks/_keras_draw.py) in each mode, float32 only. Its "
-    "loop is Python, so under XLA it compiles an unrolled graph (over 10 minutes at T = 64).",
+    "Also time the plain Keras DRAW (benchmarks/_keras_draw.py) in each mode, float32 only; not "
+    "under XLA beyond T = 16 (its Python loop compiles for over 10 minutes at T = 64).",
 )
 _BATCH = flags.DEFINE_integer("batch_size", 100, "Batch size B.")
 _STEPS = flags.DEFINE_integer("steps", 10, "Timed training steps per repeat.")
@@ -195,7 +197,7 @@ def main(argv):
     print(
         f"DRAW `{_VARIANT.value}` sizes: T = {m.num_steps}, LSTM {m.lstm_size}, z {m.latent_size}, "
         f"attention {m.attention} (read {m.read_size}x{m.read_size}, write "
-        f"{m.write_size}x{m.write_size}), {'unrolled' if m.unroll else 'tf.scan'}; B = {b}; "
+        f"{m.write_size}x{m.write_size}); B = {b}; "
         f"precision {_PRECISION.value}; threads inter-op {config.inter_op_threads or 'default'}, "
         f"intra-op {config.intra_op_threads or 'default'}; "
         "step = negative ELBO + grads + Adam; "
@@ -203,17 +205,22 @@ def main(argv):
     )
     baseline = _BASELINE.value and _PRECISION.value == "float32"
     print(
-        f"{'mode':<9} {'steps/s':>8} {'s/step':>8} {'attention share':>16} "
+        f"{'mode (loop)':<20} {'steps/s':>8} {'s/step':>8} {'attention share':>16} "
         f"{'Keras s/step':>13} {'x Keras':>8}"
     )
+    unroll = m.unroll
     for mode in [md for md in MODES if md in _MODES.value]:
+        xla = mode == "xla"
+        m.unroll = unroll if _UNROLL.value is not None or not xla else False
         model = draw_experiment.build_model(config)
         step = _train_step(model, mode)
+        cells = {"draw": lambda i, step=step: step(x, tf.constant([0, i]))}
+        if baseline and not (xla and m.num_steps > 16):
+            keras_step = _keras_train_step(config, mode)
+            cells["keras"] = lambda i, step=keras_step: step(x, tf.constant([0, i]))
         with precision.policy(_PRECISION.value):  # traced (and run) under the policy
-            rate = _timing.median_steps_per_second(
-                lambda i, step=step: step(x, tf.constant([0, i])),
-                _WARMUP.value, _STEPS.value, _REPEATS.value, f"draw {mode}",
-            )  # fmt: skip
+            rates = _timing.interleaved_medians(cells, _WARMUP.value, _STEPS.value, _REPEATS.value)
+        rate = rates["draw"]
         share = "-"
         if m.attention:
             att = _attention_only(model, b, mode)
@@ -222,16 +229,12 @@ def main(argv):
                 _WARMUP.value, _STEPS.value, _REPEATS.value, f"attention {mode}",
             )  # fmt: skip
             share = f"{100 * rate / att_rate:.1f}%"
+        label = f"{mode} ({'unrolled' if m.unroll else 'tf.scan'})"
         keras_time = speedup = "-"
-        if baseline:
-            keras_step = _keras_train_step(config, mode)
-            keras_rate = _timing.median_steps_per_second(
-                lambda i, step=keras_step: step(x, tf.constant([0, i])),
-                _WARMUP.value, _STEPS.value, _REPEATS.value, f"keras {mode}",
-            )  # fmt: skip
-            keras_time, speedup = f"{1 / keras_rate:.3f}", f"{rate / keras_rate:.2f}"
+        if "keras" in rates:
+            keras_time, speedup = f"{1 / rates['keras']:.3f}", f"{rate / rates['keras']:.2f}"
         print(
-            f"{mode:<9} {rate:8.2f} {1 / rate:8.3f} {share:>16} {keras_time:>13} {speedup:>8}",
+            f"{label:<20} {rate:8.2f} {1 / rate:8.3f} {share:>16} {keras_time:>13} {speedup:>8}",
             flush=True,
         )
     dtype = precision.compute_dtype(_PRECISION.value)

@@ -96,7 +96,7 @@ class DRAW(snt.Module):
       canvas_bias_init: optional `[H, W]` initial value of `c_0` (e.g. the logit of the mean
         training image); zeros otherwise.
       unroll: run the T steps as a Python loop (a graph T times larger: faster under
-        `tf.function` for small T, slow to compile under XLA) instead of one `tf.scan`.
+        `tf.function`, slow to compile under XLA) instead of one `tf.scan`.
       read_window_bias: initial bias of the read window's 5 outputs `(g~_X, g~_Y, log sigma^2,
         log delta~, log gamma)` (`common.attention.filterbank_params`); the paper states no
         initialization, zeros are Sonnet's default. With zeros a 2x2 read starts with stride
@@ -223,8 +223,9 @@ class DRAW(snt.Module):
     def __call__(self, x: tf.Tensor, seed: tf.Tensor) -> DRAWOutput:
         """Runs the T steps on binary images.
 
-        The steps are a `tf.scan` (one loop body, however large T is), so XLA compiles the step
-        once.
+        The steps are a Python loop when `unroll` (the configs' default, faster under
+        `tf.function`) or a `tf.scan` (one loop body however large T is, so XLA compiles the
+        step once).
 
         Args:
           x: `[B, H, W]` or `[B, H, W, 1]` images with values in {0, 1}.

@@ -11,8 +11,8 @@ Variants:
                  validation bound stops improving are this project's choices (README).
   no_attention:  `paper` without attention (sec. 3.1), the paper's baseline (Table 2).
   cpu:           trains within 60 minutes on 2 CPU cores: T = 16, a 5x5 read (2x2 starts on
-                 the empty corner pixels), the Python-unrolled loop under tf.function, 11,000
-                 steps with a cosine learning-rate decay (README: results and deviations).
+                 the empty corner pixels), 11,000 steps with a cosine learning-rate decay
+                 (README: results and deviations).
   smoke:         tiny, for tests (seconds).
 
 `paper` on its own collapses to the mean image in the first few hundred steps (L^z -> 0);
@@ -53,7 +53,10 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.model.write_size = 5  # N of the write window (Table 3)
     c.model.zero_write_init = False  # True: the write patch's weights start at 0 (no writes)
     c.model.canvas_bias_from_data = True  # c_0 starts at the logit of the mean training image
-    c.model.unroll = False  # True: the T steps as a Python loop (a larger graph) instead of tf.scan
+    # The T steps as a Python loop (a graph T times larger) instead of one tf.scan: 0.19 s per
+    # step against 0.24 s at the paper sizes under tf.function (benchmarks/draw_step.py); the
+    # trace takes about 45 s, and XLA would compile it for over 10 minutes (jit stays off).
+    c.model.unroll = True
 
     c.loss = ml_collections.ConfigDict()
     # > 0: the weight of L^z rises linearly from 0 to 1 over this many steps (not in the paper)
@@ -75,7 +78,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.loop.image_every = 5_000
     c.loop.eval_every = 5_000
     c.loop.checkpoint_every = 5_000
-    c.loop.jit = False  # XLA is 2x slower than tf.function for this loop (benchmarks/draw_step.py)
+    c.loop.jit = False  # XLA: 1.17 s per step even with tf.scan (benchmarks/draw_step.py)
     # TensorFlow's thread pools, sized for 2 CPU cores: two ops at a time, one thread each. The
     # paper sizes take 0.42 s per step against 0.54 s with TensorFlow's default pools, the `cpu`
     # sizes 0.113 s against 0.138 s (benchmarks/draw_step.py, README: Speed). Not a model
@@ -96,7 +99,6 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     elif variant == "cpu":
         c.model.num_steps = 16  # 0.11 s per step on 2 cores instead of 0.42 s at T = 64
         c.model.read_size = 5  # a 2x2 read starts on the (empty) corner pixels; 5x5 spans the image
-        c.model.unroll = True  # faster than tf.scan under tf.function at T = 16
         c.loop.num_steps = 11_000
         c.loop.log_every = 200
         c.loop.summary_every = 200

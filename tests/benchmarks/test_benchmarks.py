@@ -88,3 +88,12 @@ def test_bad_flag_is_a_clear_error():
     proc = _run("flows_step.py", "--torch_modes=jit")
     assert proc.returncode != 0
     assert "--torch_modes" in proc.stderr
+
+
+def test_draw_benchmark_times_the_keras_baseline_in_float32():
+    proc = _run("draw_step.py", "--variant=smoke", "--batch_size=4", "--modes=function", *COMMON)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    row = re.search(r"^function \(unrolled\)\s+([\d.]+)\s+([\d.]+)\s+\S+\s+([\d.]+)\s+([\d.]+)$",
+                    proc.stdout, re.M)  # fmt: skip
+    assert row, proc.stdout
+    assert all(float(v) > 0 for v in row.groups()), proc.stdout  # ours and the Keras port
