@@ -37,20 +37,9 @@ def median_steps_per_second(
     converting the last loss of a run to a float waits for the run to finish.
 
     Raises:
-      RuntimeError: the last loss is not finite (`what` names the cell).
+      RuntimeError: the last loss of a run is not finite (`what` names the cell).
     """
-    for i in range(warmup):
-        float(step(i))
-    rates, loss = [], None
-    for _ in range(repeats):
-        start = time.perf_counter()
-        for i in range(steps):
-            loss = step(warmup + i)
-        loss = float(loss)  # Waits for the last step.
-        rates.append(steps / (time.perf_counter() - start))
-    if not np.isfinite(loss):
-        raise RuntimeError(f"Non-finite loss {loss} for {what}.")
-    return statistics.median(rates)
+    return interleaved_medians({what: step}, warmup, steps, repeats)[what]
 
 
 def interleaved_medians(
@@ -62,7 +51,7 @@ def interleaved_medians(
     `warmup` untimed calls of every cell; `step(i)` as in `median_steps_per_second`.
 
     Raises:
-      RuntimeError: a cell's last loss is not finite.
+      RuntimeError: the last loss of a cell's run is not finite.
     """
     for step in cells.values():
         for i in range(warmup):

@@ -91,13 +91,14 @@ def _compile(fn, mode):
     return fn if mode == "eager" else tf.function(fn, jit_compile=(mode == "xla"))
 
 
-def _train_step(model, mode):
+def _train_step(model, loss_fn, mode):
+    """One Adam step on `mean(loss_fn(x, seed))` over `model.trainable_variables` (built)."""
     optimizer = tf_keras.optimizers.Adam(1e-3)
     optimizer.build(model.trainable_variables)
 
     def step(x, seed):
         with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model(x, seed).loss)
+            loss = tf.reduce_mean(loss_fn(x, seed))
         grads = tape.gradient(loss, model.trainable_variables)
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
@@ -110,17 +111,11 @@ def _keras_train_step(config, mode):
     model = _keras_draw.KerasDRAW(
         m.num_steps, m.lstm_size, m.latent_size, m.attention, m.read_size, m.write_size
     )
-    optimizer = tf_keras.optimizers.Adam(1e-3)
-
-    def step(x, seed):
-        eps = tf.random.stateless_normal([m.num_steps, tf.shape(x)[0], m.latent_size], seed)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_mean(model(x, eps))
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
-
-    return _compile(step, mode)
+    noise = lambda batch, seed: tf.random.stateless_normal(
+        [m.num_steps, batch, m.latent_size], seed
+    )
+    model(tf.zeros([1, 28, 28]), noise(1, [0, 0]))  # creates the variables
+    return _train_step(model, lambda x, seed: model(x, noise(tf.shape(x)[0], seed)), mode)
 
 
 def _attention_only(model, batch, mode):
@@ -213,7 +208,7 @@ def main(argv):
         xla = mode == "xla"
         m.unroll = unroll if _UNROLL.value is not None or not xla else False
         model = draw_experiment.build_model(config)
-        step = _train_step(model, mode)
+        step = _train_step(model, lambda x, seed, model=model: model(x, seed).loss, mode)
         cells = {"draw": lambda i, step=step: step(x, tf.constant([0, i]))}
         if baseline and not (xla and m.num_steps > 16):
             keras_step = _keras_train_step(config, mode)

@@ -80,8 +80,8 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     c.loop.checkpoint_every = 5_000
     c.loop.jit = False  # XLA: 1.17 s per step even with tf.scan (benchmarks/draw_step.py)
     # TensorFlow's thread pools, sized for 2 CPU cores: two ops at a time, one thread each. The
-    # paper sizes take 0.42 s per step against 0.54 s with TensorFlow's default pools, the `cpu`
-    # sizes 0.113 s against 0.138 s (benchmarks/draw_step.py, README: Speed). Not a model
+    # paper sizes (tf.scan) take 0.24 s per step against 0.32 s with TensorFlow's default pools
+    # (benchmarks/draw_step.py, README: Speed). Not a model
     # setting: on more cores or a GPU measure, or set both to 0 (TensorFlow's default).
     c.inter_op_threads = 2
     c.intra_op_threads = 1
@@ -97,7 +97,7 @@ def get_config(variant: str = "cpu") -> ml_collections.ConfigDict:
     if variant == "no_attention":
         c.model.attention = False
     elif variant == "cpu":
-        c.model.num_steps = 16  # 0.11 s per step on 2 cores instead of 0.42 s at T = 64
+        c.model.num_steps = 16  # 0.050 s per step on 2 cores instead of 0.19 s at T = 64
         c.model.read_size = 5  # a 2x2 read starts on the (empty) corner pixels; 5x5 spans the image
         c.loop.num_steps = 11_000
         c.loop.log_every = 200
